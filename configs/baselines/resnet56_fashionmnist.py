@@ -1,0 +1,4 @@
+# ResNet-56 trained alone on Fashion-MNIST (15k training images, 4 epochs):
+# the baseline a distilled student must beat.
+_base_ = ['../models/resnet56_fashionmnist.py', '../_base_/datasets/fashion_mnist_15k.py',
+          '../_base_/schedules/sgd_cosine_4e.py', '../_base_/default_runtime.py']

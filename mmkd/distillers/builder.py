@@ -1,0 +1,121 @@
+"""Building a student or teacher from a config file or dict, and loading a
+teacher's checkpoint with errors that say what does not fit."""
+import copy
+import importlib
+import os.path as osp
+from typing import Optional, Tuple
+
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import DefaultScope
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
+
+from mmkd.registry import MODELS
+
+
+class TeacherCheckpointError(RuntimeError):
+    """The teacher's checkpoint does not fit the teacher."""
+
+
+def resolve_config_path(path: str) -> str:
+    """Turn ``scope::rel/path.py`` into the file shipped in that package."""
+    if '::' not in path:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config file {path!r} does not exist.')
+        return path
+    scope, rel = path.split('::', 1)
+    try:
+        package = importlib.import_module(scope)
+    except ImportError as err:
+        raise FileNotFoundError(f'config {path!r}: package {scope!r} is not installed.') from err
+    full = osp.join(osp.dirname(package.__file__), '.mim', 'configs', rel)
+    if not osp.isfile(full):
+        raise FileNotFoundError(f'config {path!r}: {full} does not exist.')
+    return full
+
+
+def load_config(path: str) -> Config:
+    """Read a config given as a file path or ``mmpretrain::``/``mmdet::``/
+    ``mmseg::``/``mmkd::`` path."""
+    return Config.fromfile(resolve_config_path(path))
+
+
+def model_cfg_from(net_cfg: dict, role: str) -> Tuple[dict, Optional[str]]:
+    """The model dict and default scope described by a student/teacher entry.
+
+    ``net_cfg`` is either a model dict (``type=...``) or
+    ``dict(cfg_path=..., **overrides)``: the model of that config file, with
+    the overrides merged in and its top-level ``data_preprocessor`` used
+    unless the model names its own.
+    """
+    if not isinstance(net_cfg, dict):
+        raise TypeError(f'{role} must be a dict (a model config, or cfg_path=...); '
+                        f'got {type(net_cfg).__name__}.')
+    net_cfg = copy.deepcopy(dict(net_cfg))
+    net_cfg.pop('checkpoint', None)  # the teacher's weights, not a model argument
+    cfg_path = net_cfg.pop('cfg_path', None)
+    if cfg_path is None:
+        if 'type' not in net_cfg:
+            raise ValueError(f'{role} needs either cfg_path=<config file> or an inline model dict '
+                             f'with a type; got keys {sorted(net_cfg)}.')
+        return net_cfg, None
+    cfg = load_config(cfg_path)
+    if 'model' not in cfg:
+        raise ValueError(f'{role} config {cfg_path} has no `model`.')
+    model = ConfigDict(copy.deepcopy(cfg.model.to_dict()))
+    if 'data_preprocessor' in cfg and 'data_preprocessor' not in model:
+        model['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
+    if net_cfg:
+        model.merge_from_dict(net_cfg)
+    return model.to_dict(), cfg.get('default_scope')
+
+
+def build_model_from_cfg(model_cfg: dict, scope: Optional[str] = None) -> nn.Module:
+    """Build a model dict in ``scope`` (the scope of the config it came from)."""
+    model_cfg = copy.deepcopy(model_cfg)
+    if scope is not None:
+        model_cfg.setdefault('_scope_', scope)
+    elif '_scope_' not in model_cfg and DefaultScope.get_current_instance() is None:
+        model_cfg['_scope_'] = 'mmkd'
+    return MODELS.build(model_cfg)
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
+    """Load ``path`` into ``teacher``; raise with the keys that do not fit.
+
+    Accepts MMEngine checkpoints, DDP ones (``module.``), plain state dicts
+    and checkpoints of a distiller (its ``student.`` weights).
+    """
+    if not osp.isfile(osp.expanduser(path)):
+        raise FileNotFoundError(
+            f'teacher checkpoint {path!r} does not exist. Train the teacher first '
+            f'(python tools/train.py <teacher config>) and point teacher.checkpoint at its '
+            f'work_dirs/<name>/best_*.pth or epoch_N.pth.')
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict):
+        raise TeacherCheckpointError(f'{path} holds no state dict.')
+    if state and all(k.startswith('module.') for k in state):
+        state = _strip_prefix(state, 'module.')
+    if any(k.startswith('student.') for k in state):
+        state = _strip_prefix(state, 'student.')
+    own = teacher.state_dict()
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in state and hasattr(state[k], 'shape')
+                  and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+
+        def show(keys):
+            return f'{len(keys)} {keys[:8]}{" ..." if len(keys) > 8 else ""}'
+
+        raise TeacherCheckpointError(
+            f'teacher checkpoint {path} does not fit the teacher ({type(teacher).__name__}): '
+            f'missing keys {show(missing)}; unexpected keys {show(unexpected)}; shape '
+            f'mismatches {show(mismatched)}. Is it the checkpoint of this teacher config?')
+    teacher.load_state_dict(state, strict=True)

@@ -1,0 +1,4 @@
+from .loss_schedule_hook import DistillLossScheduleHook
+from .teacher_evaluation_hook import TeacherEvaluationHook
+
+__all__ = ['DistillLossScheduleHook', 'TeacherEvaluationHook']

@@ -1,0 +1,47 @@
+"""Knowledge distillation with soft targets (Hinton et al., 2015)."""
+import torch
+import torch.nn.functional as F
+
+from mmkd.registry import MODELS
+from .base import BaseDistillLoss
+
+
+@MODELS.register_module()
+class KDLoss(BaseDistillLoss):
+    r"""Hinton's KD: KL divergence between temperature-softened predictions.
+
+    .. math::
+        \mathcal{L}_{KD} = \tau^2 \, \frac{1}{N} \sum_{n=1}^{N}
+        \mathrm{KL}\big(\mathrm{softmax}(t_n / \tau) \,\|\, \mathrm{softmax}(s_n / \tau)\big)
+
+    The :math:`\tau^2` factor keeps the gradient scale independent of the
+    temperature. Logits are compared in fp32 (safe under autocast).
+
+    Args:
+        tau: Temperature :math:`\tau`.
+        loss_weight: Factor on the loss (the paper's :math:`\alpha`).
+        reduction: ``'batchmean'`` (the formula) or ``'sum'``.
+
+    Example:
+        >>> loss = KDLoss(tau=4)(torch.randn(8, 10), torch.randn(8, 10))
+    """
+
+    def __init__(self, tau: float = 4.0, loss_weight: float = 1.0,
+                 reduction: str = 'batchmean'):
+        super().__init__(loss_weight)
+        if tau <= 0:
+            raise ValueError(f'KDLoss tau must be positive; got {tau}.')
+        if reduction not in ('batchmean', 'sum'):
+            raise ValueError(f"KDLoss reduction must be 'batchmean' or 'sum'; got {reduction!r}.")
+        self.tau = tau
+        self.reduction = reduction
+
+    def loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        self.check_same_shape(student, teacher)
+        log_p_s = F.log_softmax(student.float() / self.tau, dim=1)
+        log_p_t = F.log_softmax(teacher.float() / self.tau, dim=1)
+        kl = F.kl_div(log_p_s, log_p_t, reduction=self.reduction, log_target=True)
+        return kl * self.tau**2
+
+    def extra_repr(self) -> str:
+        return f'tau={self.tau}, loss_weight={self.loss_weight}'

@@ -1,0 +1,153 @@
+"""Base recorder: a forward hook on one module, found by its dotted path."""
+import difflib
+from abc import ABCMeta, abstractmethod
+from typing import Any, Callable, List, Optional
+
+import torch
+from torch import nn
+
+
+class RecorderPathError(KeyError):
+    """A recorder names a module path the model does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class RecordNotFoundError(RuntimeError):
+    """A record was read before its module ran (often a wrong call_index)."""
+
+
+def resolve_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Module:
+    """Return ``model``'s submodule at dotted ``path`` or name the nearest ones."""
+    modules = dict(model.named_modules())
+    if path in modules:
+        return modules[path]
+    nearest = difflib.get_close_matches(path, list(modules), n=5, cutoff=0.5)
+    if not nearest:  # fall back on the children of the longest existing prefix
+        parent = path.rsplit('.', 1)[0] if '.' in path else ''
+        while parent and parent not in modules:
+            parent = parent.rsplit('.', 1)[0] if '.' in parent else ''
+        prefix = f'{parent}.' if parent else ''
+        nearest = [n for n in modules if n.startswith(prefix) and n.count('.') == prefix.count('.')
+                   and n][:8]
+    raise RecorderPathError(
+        f'{owner} ({type(model).__name__}) has no module {path!r}; nearest existing module '
+        f'paths: {nearest}. Print `dict(model.named_modules()).keys()` for the full list.')
+
+
+class BaseRecorder(metaclass=ABCMeta):
+    """Records a value each time a module runs, while the recorder is active.
+
+    A recorder is a context manager: hooks exist only inside ``with``. Each
+    call of the module appends one value; ``call_index`` picks the call
+    whose value :meth:`get` returns (a module such as the ``relu`` of a
+    ResNet block runs twice per forward).
+
+    Values are references by default. Where a later in-place op (``out +=
+    identity``, ``ReLU(inplace=True)``) would overwrite the recorded tensor,
+    ``clone=True`` stores a copy; ``clone=None`` leaves the choice to the
+    distiller, which detects such ops in its dry run. A reference that was
+    overwritten is refused by :meth:`get` rather than returned wrong.
+
+    Args:
+        source: Dotted module path in the recorded model, e.g.
+            ``'backbone.layer3.2.relu'``.
+        call_index: Which call of the module to keep (0 = first,
+            -1 = last).
+        clone: Copy the value when captured (see above).
+        item: Select one element when the value is a tuple or list (e.g. a
+            level of an FPN's outputs).
+    """
+
+    def __init__(self, source: str, call_index: int = 0, clone: Optional[bool] = None,
+                 item: Optional[int] = None):
+        self.source = source
+        self.call_index = call_index
+        self.clone = clone
+        self.item = item
+        self.module: Optional[nn.Module] = None
+        self.owner = 'model'
+        self._values: List[Any] = []
+        self._versions: List[Optional[int]] = []
+        self._handle = None
+        self._on_capture: Optional[Callable[['BaseRecorder'], None]] = None
+
+    def attach(self, model: nn.Module, owner: str = 'model') -> 'BaseRecorder':
+        """Bind to ``model``; raises :class:`RecorderPathError` for a bad path."""
+        self.owner = owner
+        self.module = resolve_module(model, self.source, owner)
+        return self
+
+    @abstractmethod
+    def _register(self, module: nn.Module):
+        """Register the torch hook; return its handle."""
+
+    def _capture(self, value: Any) -> None:
+        if self.item is not None:
+            if not isinstance(value, (tuple, list)):
+                raise TypeError(f'{self.describe()}: item={self.item} given but the value is a '
+                                f'{type(value).__name__}, not a tuple or list.')
+            value = value[self.item]
+        if isinstance(value, torch.Tensor):
+            if self.clone:
+                value = value.clone()
+                self._versions.append(None)
+            else:
+                self._versions.append(value._version)
+        else:
+            self._versions.append(None)
+        self._values.append(value)
+        if self._on_capture is not None:
+            self._on_capture(self)
+
+    def __enter__(self) -> 'BaseRecorder':
+        if self.module is None:
+            raise RuntimeError(f'{self.describe()} is not attached to a model; call attach().')
+        self.reset()
+        self._handle = self._register(self.module)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def reset(self) -> None:
+        self._values, self._versions = [], []
+
+    @property
+    def num_calls(self) -> int:
+        return len(self._values)
+
+    @property
+    def complete(self) -> bool:
+        """True once the value at a non-negative ``call_index`` exists."""
+        return self.call_index >= 0 and self.num_calls > self.call_index
+
+    def overwritten(self) -> bool:
+        """Whether an in-place op changed the kept tensor after capture."""
+        index = self._kept_index()
+        version = self._versions[index]
+        return version is not None and self._values[index]._version != version
+
+    def _kept_index(self) -> int:
+        n = self.num_calls
+        if not -n <= self.call_index < n:
+            raise RecordNotFoundError(
+                f'{self.describe()}: the module ran {n} time(s) in this forward, so call_index='
+                f'{self.call_index} has no value. Valid call indices: {list(range(n)) or "none"}.')
+        return self.call_index
+
+    def get(self) -> Any:
+        """The value at ``call_index`` of the last forward."""
+        index = self._kept_index()
+        if self.overwritten():
+            raise RecordNotFoundError(
+                f'{self.describe()}: the recorded tensor was changed in place after it was '
+                'captured (e.g. by `+=` or ReLU(inplace=True)); set clone=True on this recorder.')
+        return self._values[index]
+
+    def describe(self) -> str:
+        return (f'{type(self).__name__}(source={self.source!r}, call_index={self.call_index}) '
+                f'on {self.owner}')

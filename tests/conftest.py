@@ -1,0 +1,102 @@
+"""Shared fixtures: the real Fashion-MNIST files and tiny runnable configs."""
+import copy
+import os
+import uuid
+import os.path as osp
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
+
+import mmkd  # noqa: E402,F401
+from mmkd.utils import register_all_modules  # noqa: E402
+
+register_all_modules(init_default_scope=False)
+
+
+@pytest.fixture(scope='session')
+def fashion_mnist_root() -> str:
+    """data/fashion_mnist of the repository, prepared if needed."""
+    from prepare_fashion_mnist import prepare
+    root = osp.join(REPO, 'data', 'fashion_mnist')
+    if not osp.isfile(osp.join(root, '.prepared')):
+        prepare(root)
+    return root
+
+
+def tiny_classifier(depth: int = 8, widths=(4, 4, 8, 8)) -> dict:
+    """A CIFAR ResNet classifier small enough to train in a test."""
+    return dict(
+        _scope_='mmpretrain', type='ImageClassifier',
+        backbone=dict(type='mmkd.CIFARResNet', depth=depth, widths=widths, in_channels=1),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=widths[-1],
+                  loss=dict(type='CrossEntropyLoss')))
+
+
+def runner_cfg(work_dir: str, data_root: str, model: dict, epochs: int = 2,
+               train_samples: int = 256, val_samples: int = 128, seed: int = 0,
+               random_aug: bool = False) -> dict:
+    """A complete Runner config on a slice of Fashion-MNIST."""
+    from mmengine.config import Config
+    base = Config.fromfile(osp.join(REPO, 'configs', '_base_', 'datasets', 'fashion_mnist.py'))
+    cfg = copy.deepcopy(base.to_dict())
+    cfg.update(Config.fromfile(osp.join(REPO, 'configs', '_base_',
+                                        'default_runtime.py')).to_dict())
+    pipeline = cfg['train_pipeline'] if random_aug else cfg['test_pipeline']
+    for split, n, pipe in (('train', train_samples, pipeline),
+                           ('val', val_samples, cfg['test_pipeline'])):
+        loader = cfg[f'{split}_dataloader']
+        loader.update(batch_size=32, num_workers=0, persistent_workers=False)
+        loader['dataset'].update(data_root=data_root, indices=n, pipeline=pipe)
+    cfg['test_dataloader'] = copy.deepcopy(cfg['val_dataloader'])
+    cfg.update(
+        work_dir=work_dir, model=model,
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9,
+                                          weight_decay=5e-4)),
+        param_scheduler=[dict(type='CosineAnnealingLR', by_epoch=True, T_max=epochs)],
+        train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=1),
+        val_cfg=dict(), test_cfg=dict(),
+        randomness=dict(seed=seed, deterministic=True),
+        default_hooks=dict(
+            timer=dict(type='IterTimerHook'),
+            logger=dict(type='LoggerHook', interval=1),
+            param_scheduler=dict(type='ParamSchedulerHook'),
+            checkpoint=dict(type='CheckpointHook', interval=1, save_best='auto'),
+            sampler_seed=dict(type='DistSamplerSeedHook')),
+        log_level='WARNING',
+        experiment_name=f'test_{uuid.uuid4().hex[:12]}',
+    )
+    return cfg
+
+
+TEACHER_WIDTHS = (8, 8, 16, 16)
+STUDENT_WIDTHS = (4, 4, 8, 8)
+
+
+@pytest.fixture(scope='session')
+def tiny_teacher(tmp_path_factory, fashion_mnist_root) -> dict:
+    """A tiny ResNet-14 teacher trained for two epochs: its config and checkpoint."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    work_dir = str(tmp_path_factory.mktemp('teacher'))
+    model = tiny_classifier(depth=14, widths=TEACHER_WIDTHS)
+    cfg = runner_cfg(work_dir, fashion_mnist_root, model, epochs=2, train_samples=512)
+    Runner.from_cfg(Config(cfg)).train()
+    return dict(model=model, checkpoint=osp.join(work_dir, 'epoch_2.pth'))
+
+
+def kd_model(trained: dict, **overrides) -> dict:
+    """A SingleTeacherDistiller dict: tiny student, the trained tiny teacher, KD on logits."""
+    model = dict(
+        type='SingleTeacherDistiller',
+        student=tiny_classifier(depth=8, widths=STUDENT_WIDTHS),
+        teacher=dict(trained['model'], checkpoint=trained['checkpoint']),
+        recorders=dict(logits=dict(type='ModuleOutputs', source='head.fc')),
+        losses=dict(loss_kd=dict(type='KDLoss', student='logits', teacher='logits', tau=4,
+                                 loss_weight=0.9)),
+        dry_run_shape=(1, 28, 28))
+    model.update(overrides)
+    return model

@@ -1,0 +1,181 @@
+"""SingleTeacherDistiller with real mmpretrain classifiers in real runners."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmkd.distillers import DistillerConfigError, TeacherCheckpointError
+from mmkd.recorders import RecordNotFoundError, RecorderPathError
+from mmkd.registry import MODELS
+
+from conftest import kd_model, runner_cfg, tiny_classifier
+
+
+def build(model: dict):
+    return MODELS.build(model)
+
+
+def scalars(work_dir: str) -> list:
+    """Every line of the run's scalars.json."""
+    found = []
+    import glob
+    for path in glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
+        with open(path) as f:
+            found += [json.loads(line) for line in f]
+    return found
+
+
+def test_kd_run_keeps_the_teacher_frozen_and_logs_each_loss(tmp_path, fashion_mnist_root,
+                                                            tiny_teacher):
+    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, kd_model(tiny_teacher), epochs=1)
+    runner = Runner.from_cfg(Config(cfg))
+    teacher = runner.model.teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert any('running_mean' in k for k in before)
+    runner.train()
+
+    after = teacher.state_dict()
+    for key, value in before.items():  # weights and BN running statistics
+        assert torch.equal(value, after[key]), key
+    assert not teacher.training
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    in_optimizer = {id(p) for group in runner.optim_wrapper.optimizer.param_groups
+                    for p in group['params']}
+    assert not in_optimizer & {id(p) for p in teacher.parameters()}
+    assert {id(p) for p in runner.model.student.parameters()} <= in_optimizer
+
+    logged = scalars(str(tmp_path))
+    train_lines = [line for line in logged if 'loss_kd' in line]
+    assert train_lines and all('loss' in line for line in train_lines)
+    assert all(line['loss_kd'] > 0 for line in train_lines)
+    assert any('accuracy/top1' in line for line in logged)  # student validation
+    teacher_metrics = runner.message_hub.get_info('teacher_metrics')
+    assert 0 <= teacher_metrics['teacher/accuracy/top1'] <= 100
+
+    ckpt = torch.load(osp.join(str(tmp_path), 'epoch_1.pth'), weights_only=False)
+    assert not any(k.startswith('teacher.') for k in ckpt['state_dict'])
+    assert any(k.startswith('student.') for k in ckpt['state_dict'])
+
+
+def test_teacher_weights_can_be_kept_in_checkpoints(tiny_teacher):
+    model = build(kd_model(tiny_teacher, teacher_in_checkpoint=True))
+    state = model.state_dict()
+    teacher_keys = [k for k in state if k.startswith('teacher.')]
+    assert len(teacher_keys) == len(model.teacher.state_dict())
+    fresh = build(kd_model(dict(tiny_teacher, checkpoint=None)))
+    fresh.load_state_dict(state)
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, fresh.teacher.state_dict()[key])
+
+
+def test_pre_relu_records_keep_negative_values(tiny_teacher):
+    model = build(kd_model(tiny_teacher, recorders=dict(
+        # The block's second relu call: its input is the block's pre-ReLU output.
+        pre=dict(type='ModuleInputs', source='backbone.layer3.0.relu', call_index=1),
+        bn=dict(type='ModuleOutputs', source='backbone.layer3.0.bn2'),
+        logits=dict(type='ModuleOutputs', source='head.fc'))))
+    # The dry run found that `relu_` and `out += identity` overwrite these.
+    assert model.student_records.recorders['pre'].clone
+    assert model.teacher_records.recorders['bn'].clone
+    assert not model.teacher_records.recorders['logits'].clone
+    x = torch.randn(4, 1, 28, 28)
+    with model.teacher_records.recording():
+        model.teacher(x, mode='tensor')
+    pre = model.teacher_records.recorders['pre'].get()
+    assert (pre < 0).any(), 'pre-ReLU feature lost its negative values'
+
+
+def test_an_overwritten_reference_is_refused_not_returned(tiny_teacher):
+    from mmkd.recorders import RecorderGroup
+    teacher = build(tiny_teacher['model'])
+    group = RecorderGroup(teacher, dict(pre=dict(type='ModuleInputs', clone=False,
+                                                 source='backbone.layer1.0.relu',
+                                                 call_index=1)))
+    with group.recording():
+        teacher(torch.randn(2, 1, 28, 28), mode='tensor')
+    with pytest.raises(RecordNotFoundError, match='clone=True'):
+        group.values()
+
+
+def test_teacher_runs_only_as_far_as_its_records(tiny_teacher):
+    model = build(kd_model(
+        tiny_teacher, recorders=dict(feat=dict(type='ModuleOutputs', source='backbone.layer2')),
+        connectors=dict(feat_s=dict(type='ConvBNConnector', input='student.feat',
+                                    like='teacher.feat')),
+        losses=dict(loss_hint=dict(type='MSELoss', student='feat_s', teacher='feat'))))
+    calls = []
+    model.teacher.backbone.layer3.register_forward_hook(lambda *a: calls.append('layer3'))
+    model.teacher.head.register_forward_hook(lambda *a: calls.append('head'))
+    from mmpretrain.structures import DataSample
+    samples = [DataSample().set_gt_label(i) for i in range(4)]
+    losses = model(torch.randn(4, 1, 28, 28), samples, mode='loss')
+    assert calls == []
+    assert set(losses) == {'loss', 'loss_hint'}
+    # The connector's channels came from the records: student 8 -> teacher 16.
+    conv = model.connectors['feat_s'].conv
+    assert (conv.in_channels, conv.out_channels) == (8, 16)
+    losses['loss_hint'].backward()
+    assert conv.weight.grad is not None
+
+
+@pytest.mark.parametrize('overrides, error, message', [
+    (dict(recorders=dict(logits=dict(type='ModuleOutputs', source='head.fcc'))),
+     RecorderPathError, r"no module 'head.fcc'.*head.fc"),
+    (dict(losses=dict(loss_kd=dict(type='KDLoss', teacher='logits'))),
+     DistillerConfigError, r"\['student'\].*not mapped"),
+    (dict(losses=dict(loss_kd=dict(type='KDLoss', student='logit', teacher='logits'))),
+     DistillerConfigError, r"student has no record 'logit'"),
+    (dict(losses=dict(kd=dict(type='KDLoss', student='logits', teacher='logits'))),
+     DistillerConfigError, 'must contain "loss"'),
+    (dict(losses=dict(loss_kd=dict(type='KDLoss', student='logits', teacher='logits',
+                                   temperature=4))),
+     DistillerConfigError, r"unknown argument 'temperature'"),
+    (dict(recorders=dict(feat=dict(type='ModuleOutputs', source='backbone.layer3')),
+          losses=dict(loss_hint=dict(type='MSELoss', student='feat', teacher='feat'))),
+     DistillerConfigError, r'\(2, 8, 7, 7\).*\(2, 16, 7, 7\).*ConvBNConnector'),
+    (dict(recorders=dict(pre=dict(type='ModuleInputs', source='backbone.layer1.0.relu',
+                                  call_index=2))),
+     RecordNotFoundError, r'ran 2 time\(s\).*call_index=2'),
+    (dict(teacher=None), DistillerConfigError, 'needs teacher=dict'),
+])
+def test_bad_input_gets_a_message_a_person_can_act_on(tiny_teacher, overrides, error, message):
+    with pytest.raises(error, match=message):
+        build(kd_model(tiny_teacher, **overrides))
+
+
+def test_teacher_checkpoint_that_does_not_fit_lists_keys(tiny_teacher):
+    wrong_teacher = dict(tiny_classifier(depth=8, widths=(8, 8, 16, 16)),
+                         checkpoint=tiny_teacher['checkpoint'])
+    with pytest.raises(TeacherCheckpointError, match=r'unexpected keys \d+ .*layer1\.1'):
+        build(kd_model(tiny_teacher, teacher=wrong_teacher))
+    missing_file = dict(tiny_teacher['model'], checkpoint='nowhere/teacher.pth')
+    with pytest.raises(FileNotFoundError, match='Train the teacher first'):
+        build(kd_model(tiny_teacher, teacher=missing_file))
+    no_ckpt = dict(tiny_teacher['model'])
+    with pytest.raises(DistillerConfigError, match='teacher has no checkpoint'):
+        build(kd_model(tiny_teacher, teacher=no_ckpt))
+
+
+def test_predict_runs_the_student(tiny_teacher):
+    model = build(kd_model(tiny_teacher)).eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(model(x, mode='tensor'), model.student(x, mode='tensor'))
+    preds = model(x, None, mode='predict')
+    assert len(preds) == 3 and preds[0].pred_score.shape == (10, )
+
+
+def test_loss_schedule_hook_warms_up_and_stops(tmp_path, fashion_mnist_root, tiny_teacher):
+    from mmkd.engine import DistillLossScheduleHook
+    hook = DistillLossScheduleHook(warmup=2, stop=3)
+    assert [hook.factor(p) for p in (0.5, 1, 2, 2.5, 3, 3.1)] == [0.25, 0.5, 1, 1, 1, 0]
+    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, kd_model(tiny_teacher), epochs=2)
+    cfg['custom_hooks'] = [dict(type='DistillLossScheduleHook', warmup=0, stop=1)]
+    cfg['log_processor'] = dict(by_epoch=True, window_size=1)  # log each value, not a mean
+    Runner.from_cfg(Config(cfg)).train()
+    lines = [line for line in scalars(str(tmp_path)) if 'loss_kd' in line]
+    first = [line['loss_kd'] for line in lines if line['epoch'] == 1]
+    second = [line['loss_kd'] for line in lines if line['epoch'] == 2]
+    assert all(v > 0 for v in first) and all(v == 0 for v in second)

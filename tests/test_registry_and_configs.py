@@ -1,0 +1,75 @@
+"""Registry scoping and the mmkd:: config scope."""
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+import mmkd
+from mmkd.distillers import load_config
+from mmkd.registry import HOOKS, MODELS
+
+from conftest import REPO
+
+
+def test_mmkd_scope_builds_its_own_and_prefixed_components():
+    with DefaultScope.overwrite_default_scope('mmkd'):
+        net = MODELS.build(dict(type='CIFARResNet', depth=8))
+        assert type(net).__name__ == 'CIFARResNet'
+        pretrain_resnet = MODELS.build(dict(type='mmpretrain.ResNet', depth=18))
+        assert type(pretrain_resnet).__module__.startswith('mmpretrain')
+        assert MODELS.get('mmdet.RetinaNet').__module__.startswith('mmdet')
+        assert MODELS.get('mmseg.EncoderDecoder').__module__.startswith('mmseg')
+        assert HOOKS.get('TeacherEvaluationHook') is not None
+        # MMEngine's own components come through the parent registry.
+        assert HOOKS.get('CheckpointHook') is not None
+
+
+def test_custom_imports_register_mmkd_in_a_fresh_interpreter():
+    code = textwrap.dedent("""
+        from mmengine.config import Config
+        from mmengine.registry import MODELS, init_default_scope
+        cfg = Config(dict(custom_imports=dict(imports=['mmkd.models'],
+                                              allow_failed_imports=False)))
+        from mmengine.utils import import_modules_from_strings
+        import_modules_from_strings(**cfg.custom_imports)
+        init_default_scope('mmpretrain')
+        net = MODELS.build(dict(type='mmkd.CIFARResNet', depth=8))
+        print(type(net).__name__)
+    """)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout
+    assert out.strip().endswith('CIFARResNet')
+
+
+def test_mmkd_config_scope_in_base_and_in_paths(tmp_path):
+    mim = osp.join(osp.dirname(mmkd.__file__), '.mim', 'configs')
+    assert osp.isfile(osp.join(mim, '_base_', 'default_runtime.py')), \
+        'configs are not shipped under mmkd/.mim (reinstall with make install)'
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = ['mmkd::_base_/datasets/fashion_mnist.py', "
+                     "'mmkd::_base_/default_runtime.py']\nfoo = 1\n")
+    cfg = Config.fromfile(str(child))
+    assert cfg.default_scope == 'mmkd'
+    assert cfg.train_dataloader.dataset.type == 'FashionMNIST'
+    baseline = load_config('mmkd::baselines/resnet20_fashionmnist.py')
+    assert baseline.model.backbone.depth == 20
+
+
+def test_missing_config_is_named():
+    with pytest.raises(FileNotFoundError, match='nothing_here.py'):
+        load_config('mmkd::nothing_here.py')
+    with pytest.raises(FileNotFoundError, match='not installed'):
+        load_config('notapackage::x.py')
+
+
+@pytest.mark.parametrize('name', ['baselines/resnet8_fashionmnist.py',
+                                  'baselines/resnet20_fashionmnist.py',
+                                  'baselines/resnet56_fashionmnist.py'])
+def test_baseline_configs_build_their_models(name):
+    cfg = load_config(osp.join(REPO, 'configs', name))
+    model = MODELS.build(cfg.model)
+    assert model.backbone.depth == cfg.model.backbone.depth
