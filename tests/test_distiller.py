@@ -1,6 +1,8 @@
 """SingleTeacherDistiller with real mmpretrain classifiers in real runners."""
 import json
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from mmkd.distillers import DistillerConfigError, TeacherCheckpointError
 from mmkd.recorders import RecordNotFoundError, RecorderPathError
 from mmkd.registry import MODELS
 
-from conftest import kd_model, runner_cfg, tiny_classifier
+from conftest import REPO, kd_model, runner_cfg, tiny_classifier
 
 
 def build(model: dict):
@@ -58,6 +60,15 @@ def test_kd_run_keeps_the_teacher_frozen_and_logs_each_loss(tmp_path, fashion_mn
     ckpt = torch.load(osp.join(str(tmp_path), 'epoch_1.pth'), weights_only=False)
     assert not any(k.startswith('teacher.') for k in ckpt['state_dict'])
     assert any(k.startswith('student.') for k in ckpt['state_dict'])
+
+    # The results table reads the same logs: student top-1 and the teacher's.
+    table = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'analysis',
+                                                     'summarize_runs.py'), str(tmp_path)],
+                           capture_output=True, text=True, check=True).stdout
+    row = next(line for line in table.splitlines() if line.startswith(f'| {tmp_path.name} '))
+    final = [line['accuracy/top1'] for line in logged if 'accuracy/top1' in line][-1]
+    assert f'| {final:.2f} |' in row
+    assert f'| {teacher_metrics["teacher/accuracy/top1"]:.2f} |' in row
 
 
 def test_teacher_weights_can_be_kept_in_checkpoints(tiny_teacher):

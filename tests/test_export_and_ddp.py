@@ -77,3 +77,12 @@ def test_ddp_with_two_cpu_processes(tmp_path, fashion_mnist_root, tiny_teacher):
                     if f.endswith('.log'))).read()
     assert 'loss_kd' in log
     assert 'Distributed training: True' in log
+
+    # tools/test.py evaluates the student and, once, the teacher.
+    result = subprocess.run(
+        [sys.executable, 'tools/test.py', config, str(tmp_path / 'ddp' / 'epoch_1.pth'),
+         '--work-dir', str(tmp_path / 'test'), '--cfg-options', 'log_level=INFO'],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'teacher on the test set: teacher/accuracy/top1' in result.stdout
+    assert 'Epoch(test)' in result.stdout and 'accuracy/top1' in result.stdout

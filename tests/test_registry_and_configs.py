@@ -73,3 +73,21 @@ def test_baseline_configs_build_their_models(name):
     cfg = load_config(osp.join(REPO, 'configs', name))
     model = MODELS.build(cfg.model)
     assert model.backbone.depth == cfg.model.backbone.depth
+
+
+@pytest.mark.parametrize('name', ['kd/kd_resnet56_resnet20_fashionmnist.py',
+                                  'kd/kd_resnet56_resnet8_fashionmnist.py'])
+def test_kd_configs_build_their_distillers(name):
+    cfg = load_config(osp.join(REPO, 'configs', name))
+    assert cfg.model.teacher.checkpoint.startswith('work_dirs/resnet56_fashionmnist/')
+    cfg.model.teacher.checkpoint = None  # random teacher: the wiring is what is tested
+    with pytest.warns(UserWarning, match='randomly initialised'), \
+            DefaultScope.overwrite_default_scope(cfg.default_scope):
+        # As the Runner does, hand the config's top-level data_preprocessor to the model.
+        distiller = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
+    assert type(distiller.teacher.backbone).__name__ == 'CIFARResNet'
+    assert distiller.teacher.backbone.depth == 56
+    assert list(distiller.distill_losses) == ['loss_kd']
+    # One preprocessor, shared with the student, normalising as the dataset config says.
+    assert distiller.data_preprocessor is distiller.student.data_preprocessor
+    assert distiller.data_preprocessor.mean.flatten().tolist() == pytest.approx([72.94])

@@ -99,14 +99,14 @@ class BaseDistiller(BaseModel):
         """Dry run, connectors, loss wiring and checks; call once the
         teachers exist."""
         self._check_names()
-        shapes_of = self._dry_run()
+        values = self._dry_run()
         self._connector_inputs: Dict[str, Tuple[str, str]] = {}
         for name, cfg in self._connector_cfgs.items():
-            self.connectors[name] = self._build_connector(name, dict(cfg), shapes_of)
+            self.connectors[name] = self._build_connector(name, dict(cfg), values)
         self.loss_inputs: Dict[str, Dict[str, Tuple[str, str]]] = {}
         for name, cfg in self._loss_cfgs.items():
             self.distill_losses[name], self.loss_inputs[name] = self._build_loss(name, dict(cfg))
-        self._check_losses_on_dry_run()
+        self._check_losses_on_dry_run(values)
 
     def _check_names(self) -> None:
         groups = self.teacher_groups()
@@ -141,7 +141,7 @@ class BaseDistiller(BaseModel):
                 with group.recording(stop_when_complete=stop):
                     forward()
                 group.enable_clone_where_overwritten()
-            return self._collect(group)
+            return group.values()
 
         try:
             values = {f'student.{k}': v for k, v in record(
@@ -151,16 +151,10 @@ class BaseDistiller(BaseModel):
                     group, lambda: self.run_teachers_for_dry_run(prefix, x), True).items()})
         finally:
             self.student.train(was_training)
-        self._dry_values = values
         return values
 
     def run_teachers_for_dry_run(self, prefix: str, x: torch.Tensor) -> None:
         raise NotImplementedError
-
-    @staticmethod
-    def _collect(group: RecorderGroup) -> Dict[str, object]:
-        """Values of a group after a forward; a record never reached is an error."""
-        return {name: rec.get() for name, rec in group.recorders.items()}
 
     def _split_reference(self, ref: str, arg: str, where: str) -> Tuple[str, str]:
         """('connector', name) or (net prefix, record name) for a reference."""
@@ -260,8 +254,7 @@ class BaseDistiller(BaseModel):
         inputs = {arg: self._split_reference(ref, arg, where) for arg, ref in mapping.items()}
         return MODELS.build(ctor), inputs
 
-    def _check_losses_on_dry_run(self) -> None:
-        values = self._dry_values
+    def _check_losses_on_dry_run(self, values: Dict[str, object]) -> None:
         for name, loss in self.distill_losses.items():
             kwargs = {arg: self._dry_value(key, values)
                       for arg, key in self.loss_inputs[name].items()}
@@ -284,7 +277,6 @@ class BaseDistiller(BaseModel):
                 raise DistillerConfigError(
                     f'{name} ({type(loss).__name__}) cannot take {described}: {err}{hint}'
                 ) from err
-        del self._dry_values
 
     @staticmethod
     def _describe(key: Tuple[str, str]) -> str:

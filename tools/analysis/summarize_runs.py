@@ -1,0 +1,61 @@
+"""Summarise finished runs into a markdown table: final and best top-1, mean ± std.
+
+Runs are grouped by the name before ``_seed`` (``work_dirs/zoo/kd_r8_seed1`` belongs to
+group ``kd_r8``). The final top-1 is the last validation of a run.
+
+Example:
+    python tools/analysis/summarize_runs.py work_dirs/zoo/*
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import re
+import statistics
+from collections import OrderedDict
+
+
+def read_run(work_dir: str, metric: str) -> dict:
+    """Final and best ``metric`` of one run, and its teacher's if logged."""
+    values, teacher = [], None
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if metric in record:
+                    values.append(record[metric])
+                if f'teacher/{metric}' in record:
+                    teacher = record[f'teacher/{metric}']
+    if not values:
+        raise ValueError(f'{work_dir}: no {metric} logged (did the run validate?)')
+    return dict(final=values[-1], best=max(values), teacher=teacher)
+
+
+def mean_std(values) -> str:
+    if len(values) == 1:
+        return f'{values[0]:.2f}'
+    return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('work_dirs', nargs='+')
+    parser.add_argument('--metric', default='accuracy/top1')
+    args = parser.parse_args()
+    groups = OrderedDict()
+    for work_dir in args.work_dirs:
+        if not osp.isdir(work_dir):
+            continue
+        name = re.sub(r'_seed\d+$', '', osp.basename(osp.normpath(work_dir)))
+        groups.setdefault(name, []).append(read_run(work_dir, args.metric))
+    print(f'| run | seeds | final {args.metric} | best {args.metric} | teacher |')
+    print('|---|---|---|---|---|')
+    for name, runs in groups.items():
+        teachers = [r['teacher'] for r in runs if r['teacher'] is not None]
+        print(f'| {name} | {len(runs)} | {mean_std([r["final"] for r in runs])} | '
+              f'{mean_std([r["best"] for r in runs])} | '
+              f'{mean_std(teachers) if teachers else "-"} |')
+
+
+if __name__ == '__main__':
+    main()
