@@ -157,6 +157,13 @@ def test_bad_input_gets_a_message_a_person_can_act_on(tiny_teacher, overrides, e
         build(kd_model(tiny_teacher, **overrides))
 
 
+def test_a_task_model_without_its_scope_is_pointed_to_it(tiny_teacher):
+    student = tiny_classifier()
+    del student['_scope_']
+    with pytest.raises(KeyError, match=r"'ImageClassifier'.*_scope_='mmpretrain'"):
+        build(kd_model(tiny_teacher, student=student))
+
+
 def test_teacher_checkpoint_that_does_not_fit_lists_keys(tiny_teacher):
     wrong_teacher = dict(tiny_classifier(depth=8, widths=(8, 8, 16, 16)),
                          checkpoint=tiny_teacher['checkpoint'])

@@ -75,18 +75,23 @@ def test_baseline_configs_build_their_models(name):
     assert model.backbone.depth == cfg.model.backbone.depth
 
 
-@pytest.mark.parametrize('name', ['kd/kd_resnet56_resnet20_fashionmnist.py',
-                                  'kd/kd_resnet56_resnet8_fashionmnist.py'])
-def test_kd_configs_build_their_distillers(name):
+@pytest.mark.parametrize('name, teacher_depth, student_depth', [
+    ('kd/kd_resnet56_resnet20_fashionmnist.py', 56, 20),
+    ('kd/kd_resnet56_resnet8_fashionmnist.py', 56, 8),
+    ('kd/kd_resnet20_resnet8_fashionmnist.py', 20, 8),
+])
+def test_kd_configs_build_their_distillers(name, teacher_depth, student_depth):
     cfg = load_config(osp.join(REPO, 'configs', name))
-    assert cfg.model.teacher.checkpoint.startswith('work_dirs/resnet56_fashionmnist/')
+    assert cfg.model.teacher.checkpoint == \
+        f'work_dirs/resnet{teacher_depth}_fashionmnist/epoch_4.pth'
     cfg.model.teacher.checkpoint = None  # random teacher: the wiring is what is tested
     with pytest.warns(UserWarning, match='randomly initialised'), \
             DefaultScope.overwrite_default_scope(cfg.default_scope):
         # As the Runner does, hand the config's top-level data_preprocessor to the model.
         distiller = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
     assert type(distiller.teacher.backbone).__name__ == 'CIFARResNet'
-    assert distiller.teacher.backbone.depth == 56
+    assert distiller.teacher.backbone.depth == teacher_depth
+    assert distiller.student.backbone.depth == student_depth
     assert list(distiller.distill_losses) == ['loss_kd']
     # One preprocessor, shared with the student, normalising as the dataset config says.
     assert distiller.data_preprocessor is distiller.student.data_preprocessor

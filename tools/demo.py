@@ -62,7 +62,12 @@ def train(name: str, config: str, work_dir: str, options: list, step: str) -> fl
 def main():
     args = parse_args()
     os.chdir(REPO)
-    schedule = ['default_hooks.logger.interval=20', *args.cfg_options]
+    # On a small CPU machine: load the in-memory images in the main process
+    # (workers only compete for the cores) and validate once, at the end.
+    schedule = ['default_hooks.logger.interval=20', 'train_cfg.val_interval=1000',
+                'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+                'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+                *args.cfg_options]
     dirs = {k: osp.join(args.work_dir, k) for k in ('teacher', 'student', 'kd')}
     start = time.time()
     results = {}

@@ -1,17 +1,5 @@
 # Hinton KD: ResNet-56 teacher -> ResNet-8 student on Fashion-MNIST.
 # Train the teacher first: python tools/train.py configs/baselines/resnet56_fashionmnist.py
-_base_ = ['../_base_/datasets/fashion_mnist_15k.py', '../_base_/schedules/sgd_cosine_4e.py',
-          '../_base_/default_runtime.py']
+_base_ = ['./kd_resnet56_resnet20_fashionmnist.py']
 
-# The last checkpoint of the teacher's baseline run (override with
-# --cfg-options model.teacher.checkpoint=...).
-teacher_checkpoint = 'work_dirs/resnet56_fashionmnist/epoch_4.pth'
-model = dict(
-    type='SingleTeacherDistiller',
-    student=dict(cfg_path='mmkd::models/resnet8_fashionmnist.py'),
-    teacher=dict(cfg_path='mmkd::models/resnet56_fashionmnist.py',
-                 checkpoint=teacher_checkpoint),
-    recorders=dict(logits=dict(type='ModuleOutputs', source='head.fc')),
-    losses=dict(loss_kd=dict(type='KDLoss', student='logits', teacher='logits', tau=4,
-                             loss_weight=0.9)),
-    dry_run_shape=(1, 28, 28))
+model = dict(student=dict(cfg_path='mmkd::models/resnet8_fashionmnist.py'))

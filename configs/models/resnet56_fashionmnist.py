@@ -1,9 +1,3 @@
 # CIFAR-style ResNet-56 classifier for 28x28 one-channel images, 10 classes.
-model = dict(
-    _scope_='mmpretrain',
-    type='ImageClassifier',
-    backbone=dict(type='mmkd.CIFARResNet', depth=56, in_channels=1),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes=10, in_channels=64,
-              loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-)
+_base_ = ['./resnet20_fashionmnist.py']
+model = dict(backbone=dict(depth=56))

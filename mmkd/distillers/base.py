@@ -39,8 +39,7 @@ class BaseDistiller(BaseModel):
     * ``'name'`` - a connector's output if a connector has that name, else
       the record ``name`` of the net the argument is named after
       (``student=`` / ``teacher=``);
-    * ``'student.name'`` / ``'teacher.name'`` - that net's record;
-    * for several teachers, ``'teacher0.name'``, ``'teacher1.name'``, ...
+    * ``'student.name'`` / ``'teacher.name'`` - that net's record.
 
     Connectors: ``name=dict(type=..., input=<reference>, like=<reference>)``.
     ``in_channels``/``out_channels`` left out of the config are taken from
@@ -172,12 +171,9 @@ class BaseDistiller(BaseModel):
         else:
             prefix, record = arg, ref
             if prefix not in groups:
-                if prefix == 'teacher' and len(groups) > 1:
-                    prefix = sorted(k for k in groups if k != 'student')[0]
-                else:
-                    raise DistillerConfigError(
-                        f'{where}: {arg}={ref!r} does not say whose record it is; write '
-                        f'one of {[f"{g}.{ref}" for g in groups]} or a connector name.')
+                raise DistillerConfigError(
+                    f'{where}: {arg}={ref!r} does not say whose record it is; write '
+                    f'one of {[f"{g}.{ref}" for g in groups]} or a connector name.')
         if record not in groups[prefix]:
             raise DistillerConfigError(
                 f'{where}: {arg}={ref!r}: {prefix} has no record {record!r}. Records of '

@@ -10,7 +10,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
-from mmkd.registry import MODELS
+from mmkd.registry import MODELS, TASK_SCOPES
 
 
 class TeacherCheckpointError(RuntimeError):
@@ -77,7 +77,18 @@ def build_model_from_cfg(model_cfg: dict, scope: Optional[str] = None) -> nn.Mod
         model_cfg.setdefault('_scope_', scope)
     elif '_scope_' not in model_cfg and DefaultScope.get_current_instance() is None:
         model_cfg['_scope_'] = 'mmkd'
-    return MODELS.build(model_cfg)
+    try:
+        return MODELS.build(model_cfg)
+    except KeyError as err:
+        model_type = model_cfg.get('type')
+        owners = [s for s in TASK_SCOPES if isinstance(model_type, str) and '.' not in model_type
+                  and MODELS.get(f'{s}.{model_type}') is not None]
+        if not owners or model_cfg.get('_scope_') in owners:
+            raise
+        raise KeyError(
+            f'{model_type!r} is not registered in scope {model_cfg.get("_scope_") or "mmkd"!r}; '
+            f'it is in {owners}. Add _scope_={owners[0]!r} to the model dict (or write '
+            f'type={owners[0] + "." + model_type!r}).') from err
 
 
 def _strip_prefix(state: dict, prefix: str) -> dict:

@@ -1,7 +1,8 @@
-"""Summarise finished runs into a markdown table: final and best top-1, mean ± std.
+"""Summarise runs into a markdown table: final and best top-1, mean ± std over seeds.
 
 Runs are grouped by the name before ``_seed`` (``work_dirs/zoo/kd_r8_seed1`` belongs to
-group ``kd_r8``). The final top-1 is the last validation of a run.
+group ``kd_r8``). The final top-1 is the last validation of a run; the ``epochs`` column
+shows the epoch of that validation, so an unfinished run stands out.
 
 Example:
     python tools/analysis/summarize_runs.py work_dirs/zoo/*
@@ -12,23 +13,25 @@ import json
 import os.path as osp
 import re
 import statistics
+import sys
 from collections import OrderedDict
 
 
 def read_run(work_dir: str, metric: str) -> dict:
     """Final and best ``metric`` of one run, and its teacher's if logged."""
-    values, teacher = [], None
+    values, epochs, teacher = [], [], None
     for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
         with open(path) as f:
             for line in f:
                 record = json.loads(line)
                 if metric in record:
                     values.append(record[metric])
+                    epochs.append(record.get('step'))
                 if f'teacher/{metric}' in record:
                     teacher = record[f'teacher/{metric}']
     if not values:
-        raise ValueError(f'{work_dir}: no {metric} logged (did the run validate?)')
-    return dict(final=values[-1], best=max(values), teacher=teacher)
+        return None
+    return dict(final=values[-1], best=max(values), epoch=epochs[-1], teacher=teacher)
 
 
 def mean_std(values) -> str:
@@ -46,13 +49,19 @@ def main():
     for work_dir in args.work_dirs:
         if not osp.isdir(work_dir):
             continue
+        run = read_run(work_dir, args.metric)
+        if run is None:
+            print(f'skipping {work_dir}: no {args.metric} logged yet', file=sys.stderr)
+            continue
         name = re.sub(r'_seed\d+$', '', osp.basename(osp.normpath(work_dir)))
-        groups.setdefault(name, []).append(read_run(work_dir, args.metric))
-    print(f'| run | seeds | final {args.metric} | best {args.metric} | teacher |')
-    print('|---|---|---|---|---|')
+        groups.setdefault(name, []).append(run)
+    print(f'| run | seeds | epochs | final {args.metric} | best {args.metric} | teacher |')
+    print('|---|---|---|---|---|---|')
     for name, runs in groups.items():
         teachers = [r['teacher'] for r in runs if r['teacher'] is not None]
-        print(f'| {name} | {len(runs)} | {mean_std([r["final"] for r in runs])} | '
+        epochs = sorted({str(r['epoch']) for r in runs})
+        print(f'| {name} | {len(runs)} | {"/".join(epochs)} | '
+              f'{mean_std([r["final"] for r in runs])} | '
               f'{mean_std([r["best"] for r in runs])} | '
               f'{mean_std(teachers) if teachers else "-"} |')
 
