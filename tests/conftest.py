@@ -1,9 +1,8 @@
 """Shared fixtures: the real Fashion-MNIST files and tiny runnable configs."""
 import copy
-import os
-import uuid
 import os.path as osp
 import sys
+import uuid
 
 import pytest
 
