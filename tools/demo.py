@@ -10,8 +10,6 @@ Example:
         --kd configs/kd/kd_resnet56_resnet8_fashionmnist.py
 """
 import argparse
-import glob
-import json
 import os
 import os.path as osp
 import subprocess
@@ -19,6 +17,8 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
+from summarize_runs import read_run  # noqa: E402
 
 
 def parse_args():
@@ -34,15 +34,10 @@ def parse_args():
 
 def last_top1(work_dir: str) -> float:
     """The last validation top-1 written to a run's scalars.json."""
-    value = None
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                value = record.get('accuracy/top1', value)
-    if value is None:
+    run = read_run(work_dir, 'accuracy/top1')
+    if run is None:
         raise RuntimeError(f'no accuracy/top1 logged under {work_dir}')
-    return value
+    return run['final']
 
 
 def train(name: str, config: str, work_dir: str, options: list, step: str) -> float:
