@@ -36,8 +36,9 @@ LOOPS = Registry('loop', parent=MMENGINE_LOOPS, locations=['mmkd.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, locations=['mmkd.engine'])
 LOG_PROCESSORS = Registry('log processor', parent=MMENGINE_LOG_PROCESSORS,
                           locations=['mmkd.engine'])
-DATASETS = Registry('dataset', parent=MMENGINE_DATASETS)
-DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS)
+DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=['mmkd.datasets'])
+DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS,
+                         locations=['mmkd.datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS)
 MODELS = Registry('model', parent=MMENGINE_MODELS, locations=_MODEL_LOCATIONS)
 MODEL_WRAPPERS = Registry('model wrapper', parent=MMENGINE_MODEL_WRAPPERS,
@@ -51,7 +52,7 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor',
                                       locations=['mmkd.engine'])
 PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMENGINE_PARAM_SCHEDULERS,
                             locations=['mmkd.engine'])
-METRICS = Registry('metric', parent=MMENGINE_METRICS)
+METRICS = Registry('metric', parent=MMENGINE_METRICS, locations=['mmkd.evaluation'])
 EVALUATOR = Registry('evaluator', parent=MMENGINE_EVALUATOR)
 VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS)
 VISBACKENDS = Registry('vis_backend', parent=MMENGINE_VISBACKENDS)

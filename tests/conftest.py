@@ -1,13 +1,18 @@
 """Shared fixtures: the real Fashion-MNIST files and tiny runnable configs."""
 import copy
+import os
 import os.path as osp
 import sys
+import tempfile
 import uuid
 
 import pytest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
+
+# Keep the tests' teacher metrics out of the user's cache (TeacherEvaluationHook).
+os.environ.setdefault('MMKD_CACHE_DIR', tempfile.mkdtemp(prefix='mmkd-test-cache-'))
 
 import mmkd  # noqa: E402,F401
 from mmkd.utils import register_all_modules  # noqa: E402

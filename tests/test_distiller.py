@@ -197,3 +197,24 @@ def test_loss_schedule_hook_warms_up_and_stops(tmp_path, fashion_mnist_root, tin
     first = [line['loss_kd'] for line in lines if line['epoch'] == 1]
     second = [line['loss_kd'] for line in lines if line['epoch'] == 2]
     assert all(v > 0 for v in first) and all(v == 0 for v in second)
+
+
+def test_teacher_metrics_are_cached_per_checkpoint_and_data(tmp_path, fashion_mnist_root,
+                                                            tiny_teacher):
+    from mmkd.engine.hooks import TeacherEvaluationHook
+    cfg = runner_cfg(str(tmp_path / 'run'), fashion_mnist_root, kd_model(tiny_teacher),
+                     epochs=1, val_samples=64)
+    runner = Runner.from_cfg(Config(cfg))
+    hook = TeacherEvaluationHook(cache_file=str(tmp_path / 'cache.json'))
+    first = hook._evaluate(runner, runner.val_loop.dataloader, runner.val_loop.evaluator, 'val')
+    for p in runner.model.teacher.parameters():  # an evaluation now would change the metrics
+        p.data.zero_()
+    again = hook._evaluate(runner, runner.val_loop.dataloader, runner.val_loop.evaluator, 'val')
+    assert again == first
+    uncached = TeacherEvaluationHook(cache_file=None)._evaluate(
+        runner, runner.val_loop.dataloader, runner.val_loop.evaluator, 'val')
+    assert uncached != first
+    # Other data (here: the test split's config) is another key.
+    runner.cfg.val_dataloader.dataset.indices = 32
+    assert hook._cache_key(runner, runner.model, 'val') != hook._cache_key(
+        Runner.from_cfg(Config(cfg)), runner.model, 'val')

@@ -1,4 +1,5 @@
 """Registry scoping and the mmkd:: config scope."""
+import glob
 import os.path as osp
 import subprocess
 import sys
@@ -66,9 +67,11 @@ def test_missing_config_is_named():
         load_config('notapackage::x.py')
 
 
-@pytest.mark.parametrize('name', ['baselines/resnet8_fashionmnist.py',
-                                  'baselines/resnet20_fashionmnist.py',
-                                  'baselines/resnet56_fashionmnist.py'])
+BASELINES = sorted(osp.relpath(p, osp.join(REPO, 'configs')) for p in glob.glob(
+    osp.join(REPO, 'configs', 'baselines', '*.py')))
+
+
+@pytest.mark.parametrize('name', BASELINES)
 def test_baseline_configs_build_their_models(name):
     cfg = load_config(osp.join(REPO, 'configs', name))
     model = MODELS.build(cfg.model)

@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 
 import mmkd  # noqa: F401  (mmkd:: configs, safe checkpoint loading)
 from mmkd.distillers import load_config
+from mmkd.engine import mixed_precision_cfg
 from mmkd.registry import RUNNERS
 from mmkd.utils import register_all_modules, setup_cpu_distributed
 
@@ -49,15 +50,8 @@ def merge_args(cfg: Config, args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper == 'AmpOptimWrapper':
-            print('AMP is already on in the config.')
-        else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-            import torch
-            if not torch.cuda.is_available():  # bf16 autocast on CPU
-                cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+        # AmpOptimWrapper on GPUs; bf16 autocast on CPU, where MMEngine's wrapper cannot start.
+        cfg.optim_wrapper = mixed_precision_cfg(cfg.optim_wrapper)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -1,6 +1,13 @@
 """Learnable (student side) and fixed (teacher side) feature transforms."""
-from .base import BaseConnector
+from .abf import ABF
+from .auxiliary_classifier import AuxiliaryClassifier
+from .base import BaseConnector, ConnectorConfigError, channels_of, infer_connector_config
+from .connector_list import ConnectorList
 from .conv_bn import ConvBNConnector
 from .identity import IdentityConnector
+from .margin_relu import MarginReLU, margin_from_bn
+from .review import ReviewKDConnector
 
-__all__ = ['BaseConnector', 'ConvBNConnector', 'IdentityConnector']
+__all__ = ['ABF', 'AuxiliaryClassifier', 'BaseConnector', 'ConnectorConfigError',
+           'ConnectorList', 'ConvBNConnector', 'IdentityConnector', 'MarginReLU',
+           'ReviewKDConnector', 'channels_of', 'infer_connector_config', 'margin_from_bn']

@@ -7,6 +7,7 @@ import torch
 from mmengine.model import BaseModel
 from torch import nn
 
+from mmkd.connectors import ConnectorConfigError, infer_connector_config
 from mmkd.losses import ShapeMismatchError
 from mmkd.recorders import RecorderGroup
 from mmkd.registry import MODELS
@@ -20,7 +21,46 @@ class DistillerConfigError(ValueError):
 
 
 def _shape(value) -> str:
+    if isinstance(value, list):
+        return '[' + ', '.join(_shape(v) for v in value) + ']'
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+#: A loss ``forward`` argument of this name receives the batch's data samples.
+SAMPLES_ARG = 'data_samples'
+
+
+def takes_data_samples(loss: nn.Module) -> bool:
+    """Whether ``loss.forward`` asks for the batch's data samples."""
+    return SAMPLES_ARG in inspect.signature(loss.forward).parameters
+
+
+def scale_losses(losses: Dict[str, object], scale: float) -> Dict[str, object]:
+    """Multiply the entries of a loss dict whose key contains ``'loss'``.
+
+    Entries may be tensors or lists of tensors (mmdet's per-level losses);
+    other entries (e.g. accuracies) are kept. A scale of 0 also detaches,
+    so nothing is backpropagated through the student's head for them.
+
+    Args:
+        losses: A model's loss dict.
+        scale: The factor.
+
+    Returns:
+        A new dict.
+
+    Example:
+        >>> scale_losses({'loss': torch.tensor(2.), 'acc': torch.tensor(.5)}, 0.5)
+        {'loss': tensor(1.), 'acc': tensor(0.5000)}
+    """
+    def apply(value):
+        if isinstance(value, torch.Tensor):
+            return value.detach() * 0 if scale == 0 else value * scale
+        if isinstance(value, (list, tuple)):
+            return type(value)(apply(v) for v in value)
+        return value
+
+    return {k: apply(v) if 'loss' in k else v for k, v in losses.items()}
 
 
 def first_conv_in_channels(model: nn.Module, default: int = 3) -> int:
@@ -39,7 +79,9 @@ class BaseDistiller(BaseModel):
     * ``'name'`` - a connector's output if a connector has that name, else
       the record ``name`` of the net the argument is named after
       (``student=`` / ``teacher=``);
-    * ``'student.name'`` / ``'teacher.name'`` - that net's record.
+    * ``'student.name'`` / ``'teacher.name'`` - that net's record;
+    * a list of references (e.g. ``teacher=['t1.logits', 't2.logits']``) -
+      the loss argument receives the list of their values, in that order.
 
     Connectors: ``name=dict(type=..., input=<reference>, like=<reference>)``.
     ``in_channels``/``out_channels`` left out of the config are taken from
@@ -54,6 +96,8 @@ class BaseDistiller(BaseModel):
         losses: Loss configs by name; a name must contain ``'loss'``
             (MMEngine sums those). Keys that name arguments of the loss's
             ``forward`` are references; the others go to its ``__init__``.
+            A ``forward`` with a ``data_samples`` argument receives the
+            batch's data samples (``None`` in the dry run).
         dry_run_shape: (C, H, W) of the dry-run input; channels default to
             the student's first conv, size to 64 x 64.
         data_preprocessor: Overrides the student's data preprocessor (the
@@ -82,6 +126,9 @@ class BaseDistiller(BaseModel):
         self._loss_cfgs = dict(losses or {})
         self._dry_run_shape = dry_run_shape
         self.loss_scales: Dict[str, float] = {}
+        # Factor on the student's own (task) losses; 0 switches them off, as
+        # in stage 1 of two-stage training (mmkd.engine.StagedTrainLoop).
+        self.task_loss_scale: float = 1.0
         self.connectors = nn.ModuleDict()
         self.distill_losses = nn.ModuleDict()
 
@@ -144,13 +191,17 @@ class BaseDistiller(BaseModel):
 
         try:
             values = {f'student.{k}': v for k, v in record(
-                self.student_records, lambda: self.student(x, mode='tensor'), False).items()}
+                self.student_records, lambda: self.run_student_for_dry_run(x), False).items()}
             for prefix, group in self.teacher_groups().items():
                 values.update({f'{prefix}.{k}': v for k, v in record(
                     group, lambda: self.run_teachers_for_dry_run(prefix, x), True).items()})
         finally:
             self.student.train(was_training)
         return values
+
+    def run_student_for_dry_run(self, x: torch.Tensor) -> None:
+        """The student's forward in the dry run (``tensor`` mode)."""
+        self.student(x, mode='tensor')
 
     def run_teachers_for_dry_run(self, prefix: str, x: torch.Tensor) -> None:
         raise NotImplementedError
@@ -191,19 +242,27 @@ class BaseDistiller(BaseModel):
         cls = MODELS.get(cfg['type'])
         if cls is None:
             raise DistillerConfigError(f'{where}: unknown connector type {cfg["type"]!r}.')
-        params = inspect.signature(cls.__init__).parameters
-        source = self._dry_value(self._connector_inputs[name], values)
-        if 'in_channels' in params and 'in_channels' not in cfg:
-            cfg['in_channels'] = source.shape[1]
-        if 'out_channels' in params and 'out_channels' not in cfg:
-            if like is None:
-                raise DistillerConfigError(
-                    f'{where}: give out_channels, or like=<record> to copy its channels.')
-            cfg['out_channels'] = self._dry_value(
-                self._split_reference(like, 'like', where), values).shape[1]
+        kind, record = self._connector_inputs[name]
+        source = self._dry_value((kind, record), values)
+        like_value = None
+        if like is not None:
+            like_value = self._dry_value(self._split_reference(like, 'like', where), values)
+        recorder = model = None
+        if kind != 'connector':
+            group = self._group(kind)
+            recorder, model = group.recorders[record], group.model
+        try:
+            cfg = infer_connector_config(cls, cfg, source, like_value, recorder, model)
+        except ConnectorConfigError as err:
+            raise DistillerConfigError(f'{where} ({cls.__name__}): {err}') from err
         return MODELS.build(cfg)
 
+    def _group(self, prefix: str) -> RecorderGroup:
+        return self.student_records if prefix == 'student' else self.teacher_groups()[prefix]
+
     def _dry_value(self, key: Tuple[str, str], values: Dict[str, object]):
+        if isinstance(key, list):
+            return [self._dry_value(k, values) for k in key]
         kind, name = key
         if kind == 'connector':
             connector = self.connectors[name] if name in self.connectors else None
@@ -225,7 +284,7 @@ class BaseDistiller(BaseModel):
             raise DistillerConfigError(f'{where}: unknown loss type {cfg.get("type")!r}.')
         fwd = inspect.signature(cls.forward).parameters
         init = inspect.signature(cls.__init__).parameters
-        names = [p for p in fwd if p != 'self' and fwd[p].kind not in (
+        names = [p for p in fwd if p not in ('self', SAMPLES_ARG) and fwd[p].kind not in (
             inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
         takes_extra = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in fwd.values())
         init_takes_extra = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in init.values())
@@ -235,7 +294,7 @@ class BaseDistiller(BaseModel):
                 mapping[key] = value
             elif key == 'type' or key in init or init_takes_extra:
                 ctor[key] = value
-            elif takes_extra and isinstance(value, str):
+            elif takes_extra and isinstance(value, (str, list, tuple)):
                 mapping[key] = value
             else:
                 raise DistillerConfigError(
@@ -247,13 +306,24 @@ class BaseDistiller(BaseModel):
             raise DistillerConfigError(
                 f'{where} ({cls.__name__}): argument(s) {unmapped} of forward are not mapped to '
                 f'a record; add e.g. {unmapped[0]}="<record name>" to the loss config.')
-        inputs = {arg: self._split_reference(ref, arg, where) for arg, ref in mapping.items()}
+        inputs = {arg: self._loss_reference(ref, arg, where) for arg, ref in mapping.items()}
         return MODELS.build(ctor), inputs
+
+    def _loss_reference(self, ref, arg: str, where: str):
+        """One key for a reference; a list of keys for a list of references."""
+        if isinstance(ref, (list, tuple)):
+            if not ref:
+                raise DistillerConfigError(f'{where}: argument {arg!r} is an empty list; '
+                                           'name at least one record or connector.')
+            return [self._split_reference(r, arg, where) for r in ref]
+        return self._split_reference(ref, arg, where)
 
     def _check_losses_on_dry_run(self, values: Dict[str, object]) -> None:
         for name, loss in self.distill_losses.items():
             kwargs = {arg: self._dry_value(key, values)
                       for arg, key in self.loss_inputs[name].items()}
+            if takes_data_samples(loss):
+                kwargs[SAMPLES_ARG] = None  # the dry run has no labels
             try:
                 with torch.no_grad():
                     loss(**kwargs)
@@ -263,7 +333,8 @@ class BaseDistiller(BaseModel):
                 student_ref = self.loss_inputs[name].get('student')
                 teacher_ref = self.loss_inputs[name].get('teacher')
                 hint = ''
-                if student_ref and teacher_ref and student_ref[0] != 'connector':
+                if (isinstance(student_ref, tuple) and isinstance(teacher_ref, tuple)
+                        and student_ref[0] != 'connector'):
                     hint = (f' Map the student through a connector: connectors=dict('
                             f'{student_ref[1]}_s=dict(type="ConvBNConnector", '
                             f'input="{self._describe(student_ref)}", '
@@ -276,10 +347,14 @@ class BaseDistiller(BaseModel):
 
     @staticmethod
     def _describe(key: Tuple[str, str]) -> str:
+        if isinstance(key, list):
+            return '[' + ', '.join(BaseDistiller._describe(k) for k in key) + ']'
         return key[1] if key[0] == 'connector' else f'{key[0]}.{key[1]}'
 
     # ------------------------------------------------------------------ running
     def _value(self, key: Tuple[str, str], cache: Dict[Tuple[str, str], object]):
+        if isinstance(key, list):
+            return [self._value(k, cache) for k in key]
         if key not in cache:
             kind, name = key
             if kind == 'connector':
@@ -291,14 +366,32 @@ class BaseDistiller(BaseModel):
                 cache[key] = self.teacher_groups()[kind].recorders[name].get()
         return cache[key]
 
-    def compute_distill_losses(self) -> Dict[str, torch.Tensor]:
-        """Every distillation loss on the records of the last forward."""
+    def compute_distill_losses(self, data_samples=None) -> Dict[str, torch.Tensor]:
+        """Every distillation loss on the records of the last forward.
+
+        Losses whose ``forward`` takes ``data_samples`` also get the batch's
+        data samples (e.g. segmentation labels, to skip ignored pixels).
+        """
         cache: Dict[Tuple[str, str], object] = {}
         losses = {}
         for name, loss in self.distill_losses.items():
+            scale = self.loss_scales.get(name, 1.0)
+            if scale == 0:  # switched off: logged as 0, neither computed nor backpropagated
+                losses[name] = torch.zeros((), device=self._device())
+                continue
             kwargs = {arg: self._value(key, cache) for arg, key in self.loss_inputs[name].items()}
-            losses[name] = loss(**kwargs) * self.loss_scales.get(name, 1.0)
+            if takes_data_samples(loss):
+                kwargs[SAMPLES_ARG] = data_samples
+            losses[name] = loss(**kwargs) * scale
         return losses
+
+    def _device(self) -> torch.device:
+        param = next(self.student.parameters(), None)
+        return param.device if param is not None else torch.device('cpu')
+
+    def distill_losses_on(self) -> bool:
+        """Whether any distillation loss has a non-zero scale."""
+        return any(self.loss_scales.get(name, 1.0) != 0 for name in self.distill_losses)
 
     def set_loss_scale(self, scale: float, names: Optional[List[str]] = None) -> None:
         """Multiply the named distillation losses (all by default) by ``scale``."""
@@ -309,11 +402,16 @@ class BaseDistiller(BaseModel):
             self.loss_scales[name] = float(scale)
 
     def loss(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
-        if self.teacher_groups():
+        """The student's own losses (times ``task_loss_scale``) and the
+        distillation losses. Teachers do not run while every distillation
+        loss is switched off (scale 0)."""
+        if self.teacher_groups() and self.distill_losses_on():
             self.run_teachers(inputs, data_samples)
         with self.student_records.recording():
             losses = self.student(inputs, data_samples, mode='loss')
-        distill = self.compute_distill_losses()
+        if self.task_loss_scale != 1.0:
+            losses = scale_losses(losses, self.task_loss_scale)
+        distill = self.compute_distill_losses(data_samples)
         clash = set(distill) & set(losses)
         if clash:
             raise DistillerConfigError(f'distillation loss names {sorted(clash)} clash with the '

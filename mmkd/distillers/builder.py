@@ -65,14 +65,19 @@ def model_cfg_from(net_cfg: dict, role: str) -> Tuple[dict, Optional[str]]:
     model = ConfigDict(copy.deepcopy(cfg.model.to_dict()))
     if 'data_preprocessor' in cfg and 'data_preprocessor' not in model:
         model['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
-    if net_cfg:
-        model.merge_from_dict(net_cfg)
-    return model.to_dict(), cfg.get('default_scope')
+    model = model.to_dict()
+    if net_cfg:  # overrides merge recursively, as in config inheritance (`_delete_` works)
+        model = Config._merge_a_into_b(net_cfg, model)
+    return model, cfg.get('default_scope')
 
 
 def build_model_from_cfg(model_cfg: dict, scope: Optional[str] = None) -> nn.Module:
-    """Build a model dict in ``scope`` (the scope of the config it came from)."""
-    model_cfg = copy.deepcopy(model_cfg)
+    """Build a model dict in ``scope`` (the scope of the config it came from).
+
+    Nested dicts become ``ConfigDict``s, as in a model built from a config
+    file (mmdet reads e.g. ``train_cfg.rpn`` as attributes).
+    """
+    model_cfg = ConfigDict(copy.deepcopy(model_cfg))
     if scope is not None:
         model_cfg.setdefault('_scope_', scope)
     elif '_scope_' not in model_cfg and DefaultScope.get_current_instance() is None:

@@ -1,5 +1,6 @@
 """One frozen teacher, one student."""
 import warnings
+from contextlib import nullcontext
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -9,6 +10,7 @@ from mmkd.recorders import RecorderGroup
 from mmkd.registry import MODELS
 from .base import BaseDistiller, DistillerConfigError
 from .builder import build_model_from_cfg, load_teacher_checkpoint, model_cfg_from
+from .norm_mode import TEACHER_NORM_MODES, batch_statistics
 
 
 @MODELS.register_module()
@@ -35,6 +37,9 @@ class SingleTeacherDistiller(BaseDistiller):
             ``checkpoint``.
         teacher_recorders: Recorders of the teacher only.
         teacher_in_checkpoint: Save the teacher's weights in checkpoints.
+        teacher_norm: ``'eval'`` (stored BN statistics) or ``'batch_stats'``:
+            during training steps the teacher's BN layers use the batch's
+            statistics (OFD's Table 8), without changing the stored ones.
         recorders, student_recorders, connectors, losses, dry_run_shape,
         data_preprocessor, init_cfg: see :class:`BaseDistiller`.
 
@@ -54,7 +59,7 @@ class SingleTeacherDistiller(BaseDistiller):
                  recorders: Optional[dict] = None, student_recorders: Optional[dict] = None,
                  teacher_recorders: Optional[dict] = None, connectors: Optional[dict] = None,
                  losses: Optional[dict] = None, teacher_in_checkpoint: bool = False,
-                 dry_run_shape: Optional[Sequence[int]] = None,
+                 teacher_norm: str = 'eval', dry_run_shape: Optional[Sequence[int]] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(student, recorders, student_recorders, connectors, losses,
                          dry_run_shape, data_preprocessor, init_cfg)
@@ -62,6 +67,10 @@ class SingleTeacherDistiller(BaseDistiller):
             raise DistillerConfigError(
                 'SingleTeacherDistiller needs teacher=dict(cfg_path=<teacher config>, '
                 'checkpoint=<teacher weights>).')
+        if teacher_norm not in TEACHER_NORM_MODES:
+            raise DistillerConfigError(f'teacher_norm={teacher_norm!r}: use one of '
+                                       f'{TEACHER_NORM_MODES}.')
+        self.teacher_norm = teacher_norm
         checkpoint = teacher.get('checkpoint', '__missing__')
         teacher_cfg, scope = model_cfg_from(teacher, 'teacher')
         net = build_model_from_cfg(teacher_cfg, scope)
@@ -96,7 +105,9 @@ class SingleTeacherDistiller(BaseDistiller):
 
     @torch.no_grad()
     def run_teachers(self, inputs: torch.Tensor, data_samples=None) -> None:
-        with self.teacher_records.recording(stop_when_complete=True):
+        norm_mode = batch_statistics(self.teacher) if (
+            self.teacher_norm == 'batch_stats' and self.training) else nullcontext()
+        with norm_mode, self.teacher_records.recording(stop_when_complete=True):
             self.teacher(inputs, data_samples, mode='tensor')
 
     def run_teachers_for_dry_run(self, prefix: str, x: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ class RecorderGroup:
 
     def __init__(self, model: nn.Module, recorders: Mapping, owner: str = 'model'):
         self.owner = owner
+        self.model = model
         self.recorders: Dict[str, BaseRecorder] = {}
         for name, cfg in recorders.items():
             recorder = cfg if isinstance(cfg, BaseRecorder) else MODELS.build(dict(cfg))

@@ -22,7 +22,7 @@ def register_all_modules(init_default_scope: bool = True) -> None:
             one is set already (MMEngine's convention).
     """
     for module in ('mmkd.models', 'mmkd.recorders', 'mmkd.connectors', 'mmkd.losses',
-                   'mmkd.distillers', 'mmkd.engine'):
+                   'mmkd.distillers', 'mmkd.engine', 'mmkd.datasets', 'mmkd.evaluation'):
         importlib.import_module(module)
     if init_default_scope and DefaultScope.get_current_instance() is None:
         DefaultScope.get_instance('mmkd', scope_name='mmkd')

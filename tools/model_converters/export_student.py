@@ -3,17 +3,21 @@
 The result holds only the student's weights under their usual names (no
 ``student.`` prefix, no connectors, no teacher) and plain metadata, so that
 mmpretrain / mmdet / mmseg load it without mmkd, also with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. For a Deep Mutual Learning cohort,
+``--member NAME`` exports that member (``members.NAME.*``).
 
 Example:
     python tools/model_converters/export_student.py \
         work_dirs/kd_resnet56_resnet20_fashionmnist/epoch_10.pth student.pth
+    python tools/model_converters/export_student.py \
+        work_dirs/dml_resnet8x2_fashionmnist/epoch_4.pth resnet8_2.pth --member resnet8_2
 """
 import argparse
 import os
 import os.path as osp
 import sys
 from collections import OrderedDict
+from typing import Optional
 
 import torch
 
@@ -21,6 +25,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 from mmkd.utils import safe_torch_load  # noqa: E402
 
 PREFIX = 'student.'
+MEMBERS = 'members.'
 
 
 def plain(value):
@@ -36,13 +41,32 @@ def plain(value):
     return str(value)
 
 
-def export_student(src: str, dst: str) -> dict:
-    """Write the student's checkpoint to ``dst``; returns it."""
+def cohort_members(state: dict) -> list:
+    """Names of the cohort members in a state dict, in order of appearance."""
+    names = []
+    for key in state:
+        if key.startswith(MEMBERS):
+            name = key[len(MEMBERS):].split('.', 1)[0]
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def export_student(src: str, dst: str, member: Optional[str] = None) -> dict:
+    """Write the student's checkpoint (or cohort ``member``'s) to ``dst``; returns it."""
     ckpt = safe_torch_load(src, map_location='cpu')
     state = ckpt.get('state_dict', ckpt)
     if state and all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
-    student = OrderedDict((k[len(PREFIX):], v) for k, v in state.items() if k.startswith(PREFIX))
+    members = cohort_members(state)
+    if member is not None and member not in members:
+        raise ValueError(f'{src} has no cohort member {member!r}; members: {members or "none"}'
+                         + ('' if members else ' (not a checkpoint of a MutualLearner)') + '.')
+    if member is None and members and not any(k.startswith(PREFIX) for k in state):
+        raise ValueError(f'{src} holds a cohort of {len(members)} members {members}: choose one '
+                         'with --member NAME.')
+    prefix = f'{MEMBERS}{member}.' if member is not None else PREFIX
+    student = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
     if not student:
         raise ValueError(f'{src} has no "{PREFIX}*" weights: is it a checkpoint of an mmkd '
                          'distiller? (a plain checkpoint needs no export)')
@@ -50,6 +74,8 @@ def export_student(src: str, dst: str) -> dict:
     keep = {k: plain(meta[k]) for k in ('dataset_meta', 'epoch', 'iter', 'mmengine_version',
                                         'experiment_name') if k in meta}
     keep['exported_from'] = osp.abspath(src)
+    if member is not None:
+        keep['cohort_member'] = member
     out = {'state_dict': student, 'meta': keep}
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     torch.save(out, dst)
@@ -60,9 +86,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='checkpoint written while distilling')
     parser.add_argument('dst', help='where to write the student checkpoint')
+    parser.add_argument('--member', help='the cohort member to export (checkpoints of a '
+                        'MutualLearner)')
     args = parser.parse_args()
     try:
-        out = export_student(args.src, args.dst)
+        out = export_student(args.src, args.dst, args.member)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f'error: {err}')
     n = sum(v.numel() for v in out['state_dict'].values())

@@ -1,4 +1,5 @@
+from .knowledge_quantification_hook import KnowledgeQuantificationHook
 from .loss_schedule_hook import DistillLossScheduleHook
 from .teacher_evaluation_hook import TeacherEvaluationHook
 
-__all__ = ['DistillLossScheduleHook', 'TeacherEvaluationHook']
+__all__ = ['DistillLossScheduleHook', 'TeacherEvaluationHook', 'KnowledgeQuantificationHook']

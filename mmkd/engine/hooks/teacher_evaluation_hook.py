@@ -1,5 +1,9 @@
-"""The teacher's metrics, once per run."""
-from typing import Dict
+"""The teacher's metrics, once per run (and once per teacher checkpoint and data)."""
+import hashlib
+import json
+import os
+import os.path as osp
+from typing import Dict, Optional
 
 import torch
 from mmengine.hooks import Hook
@@ -20,16 +24,30 @@ class TeacherEvaluationHook(Hook):
     checkpoint keep seeing only the student's metrics. Models without a
     ``teacher`` are skipped.
 
+    A frozen teacher's metrics only change with its weights and the data:
+    they are cached in ``cache_file`` under a key made of the checkpoint
+    (path, size, modification time), the split's dataloader and evaluator
+    configs, and reused by later runs (seeds of a table, resumed runs).
+
     Args:
         before_train: Evaluate on the validation set before training.
         before_test: Evaluate on the test set before testing.
+        cache_file: JSON file of cached metrics; ``None`` disables the
+            cache. Default: ``$MMKD_CACHE_DIR/teacher_metrics.json`` or
+            ``~/.cache/mmkd/teacher_metrics.json``.
     """
 
     priority = 'LOW'
 
-    def __init__(self, before_train: bool = True, before_test: bool = True):
+    def __init__(self, before_train: bool = True, before_test: bool = True,
+                 cache_file: Optional[str] = 'default'):
         self.on_train = before_train
         self.on_test = before_test
+        if cache_file == 'default':
+            cache_dir = os.environ.get('MMKD_CACHE_DIR',
+                                       osp.join(osp.expanduser('~'), '.cache', 'mmkd'))
+            cache_file = osp.join(cache_dir, 'teacher_metrics.json')
+        self.cache_file = cache_file
 
     def before_train(self, runner) -> None:
         if self.on_train and runner.val_loop is not None:
@@ -46,6 +64,11 @@ class TeacherEvaluationHook(Hook):
         teacher = getattr(model, 'teacher', None)
         if teacher is None:
             return {}
+        key = self._cache_key(runner, model, split)
+        prefixed = self._cached(key)
+        if prefixed is not None:
+            self._report(runner, prefixed, f'{split} set (cached)')
+            return prefixed
         teacher.eval()
         for data_batch in dataloader:
             # The distiller's preprocessor: the teacher sees what it sees in training.
@@ -54,9 +77,45 @@ class TeacherEvaluationHook(Hook):
             evaluator.process(data_samples=outputs, data_batch=data_batch)
         metrics = evaluator.evaluate(len(dataloader.dataset))
         prefixed = {f'teacher/{k}': v for k, v in metrics.items()}
+        self._store(key, prefixed)
+        self._report(runner, prefixed, f'{split} set')
+        return prefixed
+
+    @staticmethod
+    def _report(runner, prefixed: Dict[str, float], where: str) -> None:
         runner.message_hub.update_info('teacher_metrics', prefixed)
         runner.visualizer.add_scalars(prefixed, step=runner.iter)
         shown = '  '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'
                           for k, v in prefixed.items())
-        runner.logger.info(f'teacher on the {split} set: {shown}')
-        return prefixed
+        runner.logger.info(f'teacher on the {where}: {shown}')
+
+    def _cache_key(self, runner, model, split: str) -> Optional[str]:
+        checkpoint = getattr(model, 'teacher_checkpoint', None)
+        if self.cache_file is None or not checkpoint or not osp.isfile(checkpoint):
+            return None
+        stat = os.stat(checkpoint)
+        parts = [osp.abspath(checkpoint), stat.st_size, stat.st_mtime_ns,
+                 repr(runner.cfg.get(f'{split}_dataloader')),
+                 repr(runner.cfg.get(f'{split}_evaluator'))]
+        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+    def _load_cache(self) -> dict:
+        try:
+            with open(self.cache_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def _cached(self, key: Optional[str]) -> Optional[Dict[str, float]]:
+        return None if key is None else self._load_cache().get(key)
+
+    def _store(self, key: Optional[str], metrics: Dict[str, float]) -> None:
+        if key is None or not all(isinstance(v, (int, float)) for v in metrics.values()):
+            return
+        cache = self._load_cache()
+        cache[key] = metrics
+        os.makedirs(osp.dirname(self.cache_file) or '.', exist_ok=True)
+        tmp = f'{self.cache_file}.{os.getpid()}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(cache, f, indent=1)
+        os.replace(tmp, self.cache_file)

@@ -58,6 +58,8 @@ class WideResNet(StagedBackbone):
         super().__init__(out_indices, frozen_stages, norm_eval, init_cfg)
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f'WideResNet depth must be 6k + 4 (16, 28, 40, ...); got {depth}.')
+        self.depth = depth
+        self.widen_factor = widen_factor
         blocks = (depth - 4) // 6
         widths = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)

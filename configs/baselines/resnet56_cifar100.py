@@ -1,0 +1,4 @@
+# ResNet-56 alone on CIFAR-100 (240 epochs): a teacher of ReviewKD's CIFAR-100 table.
+_base_ = ['../models/resnet56_cifar100.py', '../_base_/datasets/cifar100.py',
+          '../_base_/schedules/cifar_sgd_240e.py', '../_base_/default_runtime.py']
+train_dataloader = dict(batch_size=64)  # the CRD benchmark's batch

@@ -1,0 +1,20 @@
+# ReviewKD's ImageNet setting: ResNet-34 -> ResNet-18 (mmpretrain's models), loss weight 1,
+# warm-up 1 epoch, 100 epochs. Needs data/imagenet and the teacher's weights (mmpretrain's
+# resnet34_8xb32_in1k checkpoint, downloaded by you beforehand). bash tools/dist_train.sh <this> 8
+_base_ = ['../_base_/datasets/imagenet.py', '../_base_/schedules/imagenet_sgd_100e.py',
+          '../_base_/default_runtime.py']
+
+model = dict(
+    type='SingleTeacherDistiller',
+    student=dict(cfg_path='mmpretrain::resnet/resnet18_8xb32_in1k.py'),
+    teacher=dict(cfg_path='mmpretrain::resnet/resnet34_8xb32_in1k.py',
+                 checkpoint='checkpoints/resnet34_8xb32_in1k_20210831-f257d4e6.pth'),
+    student_recorders=dict(feats=dict(type='StageFeatures', pre_relu=False)),
+    teacher_recorders=dict(feats=dict(type='StageFeatures', pre_relu=True)),
+    connectors=dict(review=dict(type='ReviewKDConnector', input='student.feats',
+                                like='teacher.feats')),
+    losses=dict(loss_review=dict(type='HCLLoss', student='review', teacher='teacher.feats',
+                                 loss_weight=1.0)),
+    dry_run_shape=(3, 224, 224))
+custom_hooks = [dict(type='TeacherEvaluationHook'),
+                dict(type='DistillLossScheduleHook', warmup=1, losses=['loss_review'])]

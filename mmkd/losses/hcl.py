@@ -1,0 +1,68 @@
+"""Hierarchical context loss of Knowledge Review (Chen et al., CVPR 2021)."""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mmkd.registry import MODELS
+from .base import BaseDistillLoss, ShapeMismatchError
+
+
+def hierarchical_context_loss(student: torch.Tensor, teacher: torch.Tensor,
+                              levels: Sequence[int] = (4, 2, 1)) -> torch.Tensor:
+    """HCL of one feature pair (see :class:`HCLLoss`)."""
+    loss = F.mse_loss(student, teacher)
+    weight, total = 1.0, 1.0
+    for size in levels:
+        if size >= student.shape[-2] and size >= student.shape[-1]:
+            continue  # pooling would not make the feature smaller
+        weight /= 2.0
+        loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(student, size),
+                                          F.adaptive_avg_pool2d(teacher, size))
+        total += weight
+    return loss / total
+
+
+@MODELS.register_module()
+class HCLLoss(BaseDistillLoss):
+    r"""Hierarchical context loss over the stages of a review path.
+
+    For each stage, the features are compared at full resolution and after
+    adaptive average pooling to :math:`4 \times 4`, :math:`2 \times 2`,
+    :math:`1 \times 1` (a size that is not smaller than the feature is
+    skipped), with weights :math:`1, \frac12, \frac14, \frac18` for the
+    levels kept, normalised by their sum:
+
+    .. math::
+        \mathcal{L}_{HCL} = \sum_{i} \frac{\sum_{k} w_k \,
+        \mathrm{MSE}\big(P_k(s_i), P_k(t_i)\big)}{\sum_k w_k}
+
+    where :math:`P_0` is the identity and :math:`\mathrm{MSE}` the mean
+    squared error over all elements.
+
+    Args:
+        levels: Pooled sizes after the full resolution.
+        loss_weight: Factor on the loss.
+
+    Example:
+        >>> HCLLoss()([torch.randn(2, 8, 8, 8)], [torch.randn(2, 8, 8, 8)])
+    """
+
+    def __init__(self, levels: Sequence[int] = (4, 2, 1), loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        self.levels = tuple(levels)
+
+    def loss(self, student, teacher) -> torch.Tensor:
+        students = [student] if isinstance(student, torch.Tensor) else list(student)
+        teachers = [teacher] if isinstance(teacher, torch.Tensor) else list(teacher)
+        if len(students) != len(teachers):
+            raise ShapeMismatchError('HCLLoss', (len(students), ), (len(teachers), ),
+                                     'as many student as teacher features')
+        total = students[0].new_zeros((), dtype=torch.float32)
+        for s, t in zip(students, teachers):
+            self.check_same_shape(s, t)
+            total = total + hierarchical_context_loss(s.float(), t.float(), self.levels)
+        return total
+
+    def extra_repr(self) -> str:
+        return f'levels={self.levels}, loss_weight={self.loss_weight}'

@@ -1,0 +1,202 @@
+"""The overhead benchmark on tiny real configs, and AMP (bf16 autocast) on CPU."""
+import argparse
+import importlib.util
+import json
+import os.path as osp
+import re
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.optim import OptimWrapper
+from mmengine.runner import Runner
+
+from conftest import REPO, kd_model, runner_cfg, tiny_classifier
+from mmkd.benchmark import Leg, time_legs
+from mmkd.engine import MixedPrecisionOptimWrapper, mixed_precision_cfg
+from mmkd.registry import MODELS
+
+
+def load_tool(*parts: str):
+    """A script under tools/ as a module (tools/ is not a package)."""
+    path = osp.join(REPO, 'tools', *parts)
+    spec = importlib.util.spec_from_file_location(osp.splitext(parts[-1])[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_config(tmp_path, cfg: dict, name: str = 'cfg.py') -> str:
+    path = str(tmp_path / name)
+    Config(cfg).dump(path)
+    return path
+
+
+# ------------------------------------------------------------------ overhead tool
+def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_root,
+                                                     tiny_teacher, capsys):
+    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, kd_model(tiny_teacher))
+    out = str(tmp_path / 'overhead.json')
+    figures = load_tool('benchmark', 'distill_overhead.py').main(
+        [write_config(tmp_path, cfg), '--batch-size', '16', '--warmup', '1', '--iters', '3',
+         '--out', out])
+    printed = capsys.readouterr().out
+
+    for label in ('(a) student train step', '(b) teacher inference', '(c) distillation step'):
+        assert label in printed
+    ratio = float(re.search(r'ratio c / \(a \+ b\) = (\d+\.\d+)', printed).group(1))
+    with open(out) as f:
+        saved = json.load(f)
+    legs = {leg['name']: leg for leg in saved['legs']}
+    assert sorted(legs) == ['distill', 'student', 'teacher']
+    assert all(len(leg['times']) == 3 and leg['peak_memory'] is not None
+               for leg in legs.values())
+    expected = legs['distill']['median'] / (legs['student']['median'] +
+                                           legs['teacher']['median'])
+    assert saved['ratio'] == pytest.approx(expected)
+    assert ratio == pytest.approx(expected, abs=5e-4)
+    assert figures['ratio'] == saved['ratio']
+
+    student = MODELS.build(tiny_classifier(depth=8, widths=(4, 4, 8, 8)))
+    assert saved['parameters']['student'] == sum(p.numel() for p in student.parameters())
+    assert saved['parameters']['connectors'] == 0
+    assert saved['parameters']['extra_trainable'] == 0
+    assert saved['settings']['batch_size'] == 16
+
+
+def test_overhead_of_a_plain_config_is_the_training_step_alone(tmp_path, fashion_mnist_root,
+                                                               capsys):
+    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, tiny_classifier())
+    figures = load_tool('benchmark', 'distill_overhead.py').main(
+        [write_config(tmp_path, cfg), '--batch-size', '8', '--warmup', '0', '--iters', '2',
+         '--no-memory'])
+    printed = capsys.readouterr().out
+    assert [leg['name'] for leg in figures['legs']] == ['student']
+    assert figures['ratio'] is None and 'ratio' not in printed
+    assert '(a) training step' in printed
+
+
+def test_legs_take_turns_on_the_same_batches():
+    calls = []
+
+    def leg(name: str) -> Leg:
+        return Leg(name, name, 'limit', lambda batch: calls.append((name, batch['i'])))
+
+    batches = [dict(i=i) for i in range(2)]
+    results = time_legs([leg('a'), leg('b'), leg('c')], batches, warmup=1, iters=3)
+    # Round i runs the legs rotated by i, on batch i mod 2.
+    assert calls == [('a', 0), ('b', 0), ('c', 0), ('b', 1), ('c', 1), ('a', 1),
+                     ('c', 0), ('a', 0), ('b', 0), ('a', 1), ('b', 1), ('c', 1)]
+    assert [len(r.times) for r in results] == [3, 3, 3]  # warm-up round not timed
+
+
+# ------------------------------------------------------------------ AMP on CPU
+def test_amp_config_on_cpu_and_on_gpu():
+    base = dict(optimizer=dict(type='SGD', lr=0.1))
+    cpu = mixed_precision_cfg(base, 'cpu')
+    assert cpu['type'] == 'mmkd.MixedPrecisionOptimWrapper' and cpu['dtype'] == 'bfloat16'
+    assert 'type' not in base  # input left alone
+    gpu = mixed_precision_cfg(base, 'cuda')  # unchanged MMEngine behaviour on GPUs
+    assert gpu['type'] == 'AmpOptimWrapper' and gpu['loss_scale'] == 'dynamic'
+    # A config that already asks for GPU AMP still trains on CPU, in bf16.
+    amp = dict(base, type='AmpOptimWrapper', loss_scale=512.0)
+    assert mixed_precision_cfg(amp, 'cpu')['type'] == 'mmkd.MixedPrecisionOptimWrapper'
+    with pytest.raises(ValueError, match='bfloat16'):
+        mixed_precision_cfg(dict(amp, dtype='float16'), 'cpu')
+    with pytest.raises(ValueError, match='bfloat16'):
+        MixedPrecisionOptimWrapper(optimizer=torch.optim.SGD([torch.nn.Parameter(
+            torch.zeros(1))], lr=0.1), dtype='float16', device_type='cpu')
+
+
+class TrainIterFlag(Hook):
+    """Says whether a training iteration is running (not validation, not
+    the teacher's evaluation before training)."""
+
+    active = False
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self.active = True
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.active = False
+
+
+def amp_train(tmp_path, fashion_mnist_root, model: dict, watched: dict):
+    """Train ``model`` one short epoch with ``train.py --amp``'s optim wrapper;
+    return the runner and the dtypes seen at the ``watched`` modules in training."""
+    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, model, epochs=1, train_samples=96,
+                     val_samples=32)
+    args = argparse.Namespace(launcher='none', cfg_options=None, work_dir=None, amp=True,
+                              resume=None, auto_scale_lr=False, no_validate=False)
+    cfg = load_tool('train.py').merge_args(Config(cfg), args)
+    runner = Runner.from_cfg(cfg)
+    in_step = TrainIterFlag()
+    runner.register_hook(in_step)
+    seen = {name: set() for name in watched}
+    for name, path in watched.items():
+        net, _, module = path.partition(':')
+        target = dict(getattr(runner.model, net).named_modules())[module]
+
+        def hook(mod, _args, out, name=name):
+            if in_step.active:
+                outs = out if isinstance(out, (list, tuple)) else [out]
+                seen[name].update(o.dtype for o in outs if isinstance(o, torch.Tensor))
+
+        target.register_forward_hook(hook)
+    before = {k: v.clone() for k, v in runner.model.student.state_dict().items()}
+    runner.train()
+    assert isinstance(runner.optim_wrapper, MixedPrecisionOptimWrapper)
+    assert runner.optim_wrapper.cast_dtype == torch.bfloat16
+    after = runner.model.student.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(p.dtype == torch.float32 for p in runner.model.parameters())
+    return runner, seen
+
+
+def logged_losses(runner) -> dict:
+    return {k: v for k, v in runner.message_hub.log_scalars.items() if 'loss' in k}
+
+
+def test_amp_kd_trains_on_cpu_in_bf16(tmp_path, fashion_mnist_root, tiny_teacher):
+    runner, seen = amp_train(tmp_path, fashion_mnist_root, kd_model(tiny_teacher),
+                             dict(student='student:backbone.stem.0',
+                                  teacher='teacher:backbone.stem.0',
+                                  loss='distill_losses:loss_kd'))
+    assert seen['student'] == {torch.bfloat16} and seen['teacher'] == {torch.bfloat16}
+    assert seen['loss'] == {torch.float32}
+    losses = logged_losses(runner)
+    assert {'train/loss', 'train/loss_kd'} <= set(losses)
+    for name, buffer in losses.items():
+        assert torch.isfinite(torch.tensor(buffer.current())), name
+    assert losses['train/loss_kd'].current() > 0
+    # The checkpoint of a CPU AMP run resumes (no GradScaler state to restore).
+    ckpt = torch.load(osp.join(str(tmp_path), 'epoch_1.pth'), weights_only=False)
+    assert 'loss_scaler' not in ckpt['optimizer']
+    fresh = MixedPrecisionOptimWrapper(optimizer=torch.optim.SGD(
+        runner.model.student.parameters(), lr=0.1), device_type='cpu')
+    fresh.load_state_dict(dict(ckpt['optimizer'], loss_scaler={'scale': 512.0}))
+    assert isinstance(fresh, OptimWrapper)
+
+
+def test_amp_ofd_trains_on_cpu_with_connectors(tmp_path, fashion_mnist_root, tiny_teacher):
+    model = kd_model(
+        tiny_teacher,
+        recorders=dict(feats=dict(type='StageFeatures', pre_relu=True)),
+        connectors=dict(
+            feats_s=dict(type='ConnectorList', connector=dict(type='ConvBNConnector'),
+                         input='student.feats', like='teacher.feats'),
+            feats_t=dict(type='MarginReLU', input='teacher.feats')),
+        losses=dict(loss_ofd=dict(type='OFDLoss', student='feats_s', teacher='feats_t',
+                                  normalizer=1000)))
+    runner, seen = amp_train(tmp_path, fashion_mnist_root, model,
+                             dict(connector='connectors:feats_s', margin='connectors:feats_t',
+                                  student='student:backbone.stem.0',
+                                  loss='distill_losses:loss_ofd'))
+    assert seen['student'] == {torch.bfloat16}
+    assert seen['connector'] and seen['margin']  # the connectors ran under autocast
+    assert seen['loss'] == {torch.float32}  # summed in fp32, not bf16
+    loss = logged_losses(runner)['train/loss_ofd'].current()
+    assert torch.isfinite(torch.tensor(loss)) and loss > 0
+    connectors = runner.model.connectors
+    assert all(torch.isfinite(p).all() for p in connectors.parameters())

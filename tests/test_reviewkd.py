@@ -1,0 +1,147 @@
+"""Knowledge Review: HCL, ABF, the review order, a DDP run."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from conftest import REPO, STUDENT_WIDTHS, runner_cfg, tiny_classifier
+from mmkd.connectors import ABF, ReviewKDConnector
+from mmkd.losses import HCLLoss
+from mmkd.registry import MODELS
+
+
+def test_hcl_hand_computed_with_skipped_sizes():
+    # 2x2 features: 4x4 and 2x2 pooling are not smaller, only 1x1 is kept.
+    s = torch.zeros(1, 1, 2, 2)
+    t = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    full = (1 + 4 + 9 + 16) / 4          # 7.5
+    pooled = 2.5**2                        # means 0 and 2.5
+    assert HCLLoss()([s], [t]).item() == pytest.approx((full + 0.5 * pooled) / 1.5)
+
+
+def test_hcl_all_levels_on_8x8_and_sums_stages():
+    s = torch.zeros(1, 1, 8, 8)
+    t = torch.ones(1, 1, 8, 8)             # every level differs by exactly 1
+    assert HCLLoss()(s, t).item() == pytest.approx(1.0)
+    t2 = torch.zeros(1, 1, 8, 8)
+    t2[..., :4, :] = 2.0                   # full: 2, 4x4: 2, 2x2: 2, 1x1: 1
+    expected = (2 + 0.5 * 2 + 0.25 * 2 + 0.125 * 1) / 1.875
+    assert HCLLoss(loss_weight=2.0)([s, s], [t, t2]).item() == pytest.approx(
+        2.0 * (1.0 + expected))
+
+
+def _identity_abf(channels: int, fuse: bool) -> ABF:
+    abf = ABF(channels, channels, channels, fuse).eval()
+    with torch.no_grad():
+        abf.reduce[0].weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
+        abf.expand[0].weight.zero_()
+        abf.expand[0].weight[:, :, 1, 1] = torch.eye(channels)
+    return abf
+
+
+def test_abf_fusion_formula_on_known_inputs():
+    abf = _identity_abf(2, fuse=True)
+    with torch.no_grad():
+        abf.attention[0].weight.zero_()
+        abf.attention[0].bias.copy_(torch.tensor([0.0, 2.0]))  # z0 = 0.5, z1 = sigmoid(2)
+    x = torch.randn(1, 2, 4, 4)
+    residual = torch.randn(1, 2, 2, 2)
+    out, fused = abf(x, residual, out_size=(4, 4))
+    up = residual.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # nearest x2
+    expected = x * 0.5 + up * torch.sigmoid(torch.tensor(2.0))
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)  # identity 3x3 + BN
+
+
+def test_abf_shapes_and_the_deepest_does_not_fuse():
+    deepest = ABF(16, 8, 32, fuse=False)
+    assert deepest.attention is None
+    out, residual = deepest(torch.randn(2, 16, 2, 2), out_size=(4, 4))
+    assert out.shape == (2, 32, 4, 4) and residual.shape == (2, 8, 4, 4)
+    with pytest.raises(ValueError, match='residual'):
+        ABF(16, 8, 32, fuse=True)(torch.randn(2, 16, 2, 2))
+
+
+def test_review_order_each_output_sees_its_stage_and_deeper_ones():
+    connector = ReviewKDConnector(in_channels=[4, 8, 16], out_channels=[8, 16, 32])
+    assert connector.mid_channels == 16
+    assert [abf.attention is None for abf in connector.abfs] == [False, False, True]
+    feats = [torch.randn(2, 4, 8, 8, requires_grad=True),
+             torch.randn(2, 8, 4, 4, requires_grad=True),
+             torch.randn(2, 16, 2, 2, requires_grad=True)]
+    outs = connector(feats)
+    assert [tuple(o.shape) for o in outs] == [(2, 8, 8, 8), (2, 16, 4, 4), (2, 32, 2, 2)]
+    for i, out in enumerate(outs):
+        grads = torch.autograd.grad(out.sum(), feats, allow_unused=True, retain_graph=True)
+        reached = [g is not None and g.abs().sum() > 0 for g in grads]
+        assert reached == [j >= i for j in range(3)], (i, reached)
+
+
+def test_connector_infers_channels_and_size_ratios():
+    cfg = ReviewKDConnector.infer_config(
+        {}, [torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 4, 4)],
+        [torch.zeros(1, 6, 16, 16), torch.zeros(1, 12, 4, 4)])
+    assert cfg == dict(in_channels=[4, 8], out_channels=[6, 12], scales=[2.0, 1.0])
+    outs = MODELS.build(dict(type='ReviewKDConnector', **cfg))(
+        [torch.zeros(1, 4, 10, 10), torch.zeros(1, 8, 5, 5)])
+    assert [o.shape[-1] for o in outs] == [20, 5]
+
+
+def _reviewkd_model(trained: dict) -> dict:
+    return dict(
+        type='SingleTeacherDistiller',
+        student=tiny_classifier(depth=8, widths=STUDENT_WIDTHS),
+        teacher=dict(trained['model'], checkpoint=trained['checkpoint']),
+        student_recorders=dict(feats=dict(type='StageFeatures', pre_relu=False)),
+        teacher_recorders=dict(feats=dict(type='StageFeatures', pre_relu=True)),
+        connectors=dict(review=dict(type='ReviewKDConnector', input='student.feats',
+                                    like='teacher.feats')),
+        losses=dict(loss_review=dict(type='HCLLoss', student='review', teacher='teacher.feats',
+                                     loss_weight=0.6)),
+        dry_run_shape=(1, 28, 28))
+
+
+def test_reviewkd_trains_with_ddp_and_warms_up(tmp_path, fashion_mnist_root, tiny_teacher):
+    work_dir = tmp_path / 'reviewkd'
+    cfg = runner_cfg(str(work_dir), fashion_mnist_root, _reviewkd_model(tiny_teacher),
+                     epochs=2, train_samples=128, val_samples=64)
+    cfg['custom_hooks'] = [dict(type='DistillLossScheduleHook', warmup=2,
+                                losses=['loss_review'])]
+    cfg['model_wrapper_cfg'] = dict(type='MMDistributedDataParallel',
+                                    find_unused_parameters=False)
+    cfg['log_level'] = 'INFO'
+    config = str(tmp_path / 'reviewkd_ddp.py')
+    Config(cfg).dump(config)
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29600 + os.getpid() % 1000),
+               OMP_NUM_THREADS='1')
+    result = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2'],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert osp.isfile(work_dir / 'epoch_2.pth')
+    scalars = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
+    lines = [json.loads(line) for line in open(scalars[0])]
+    steps = [line for line in lines if 'loss_review' in line]
+    scales = [line['distill_scale'] for line in steps]
+    # 2 ranks x 32 per batch over 128 images: 2 iterations per epoch, 4 in all.
+    assert scales == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(line['loss_review'] > 0 for line in steps)
+    assert 'Distributed training: True' in open(glob.glob(str(work_dir / '*' / '*.log'))[0]).read()
+
+
+def test_every_reviewkd_config_builds():
+    for path in sorted(glob.glob(osp.join(REPO, 'configs', 'reviewkd', '*.py'))):
+        cfg = Config.fromfile(path)
+        cfg.model.teacher.checkpoint = None
+        channels = cfg.model.dry_run_shape[0]
+        cfg.model.dry_run_shape = (channels, 32, 32) if channels == 3 else cfg.model.dry_run_shape
+        with pytest.warns(UserWarning, match='randomly initialised'):
+            distiller = MODELS.build(cfg.model)
+        review = distiller.connectors['review']
+        assert isinstance(review, nn.Module) and review.num_stages >= 3, path
