@@ -67,7 +67,7 @@ class TeacherEvaluationHook(Hook):
         key = self._cache_key(runner, model, split)
         prefixed = self._cached(key)
         if prefixed is not None:
-            self._report(runner, prefixed, f'{split} set (cached)')
+            self._report(runner, prefixed, f'{split} set', note=' (cached)')
             return prefixed
         teacher.eval()
         for data_batch in dataloader:
@@ -82,12 +82,12 @@ class TeacherEvaluationHook(Hook):
         return prefixed
 
     @staticmethod
-    def _report(runner, prefixed: Dict[str, float], where: str) -> None:
+    def _report(runner, prefixed: Dict[str, float], where: str, note: str = '') -> None:
         runner.message_hub.update_info('teacher_metrics', prefixed)
         runner.visualizer.add_scalars(prefixed, step=runner.iter)
         shown = '  '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'
                           for k, v in prefixed.items())
-        runner.logger.info(f'teacher on the {where}: {shown}')
+        runner.logger.info(f'teacher on the {where}: {shown}{note}')
 
     def _cache_key(self, runner, model, split: str) -> Optional[str]:
         checkpoint = getattr(model, 'teacher_checkpoint', None)
