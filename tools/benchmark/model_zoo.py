@@ -112,8 +112,12 @@ def queued_names() -> set:
 
 
 def max_epochs_of(config: str) -> int:
+    """Epochs of a run: ``train_cfg.max_epochs``, or the sum of a staged loop's stages."""
     from mmkd.distillers import load_config
-    return int(load_config(config).train_cfg.max_epochs)
+    train_cfg = load_config(config).train_cfg
+    if 'max_epochs' in train_cfg:
+        return int(train_cfg.max_epochs)
+    return int(sum(stage['epochs'] for stage in train_cfg.get('stages', [])))
 
 
 def train_time(work_dir: str) -> Optional[Dict[str, float]]:

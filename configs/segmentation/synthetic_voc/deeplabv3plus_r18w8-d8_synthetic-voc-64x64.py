@@ -38,7 +38,9 @@ test_pipeline = [
 train_dataloader = dict(
     _delete_=True, batch_size=8, num_workers=2, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='PascalVOCDataset', data_root=data_root,
+    # Redefined whole (_delete_), so it names its package: the distillation configs built
+    # on this one run with default_scope='mmkd'.
+    dataset=dict(_scope_='mmseg', type='PascalVOCDataset', data_root=data_root,
                  data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
                  ann_file='ImageSets/Segmentation/train.txt', pipeline=train_pipeline))
 val_dataloader = dict(
