@@ -2,9 +2,11 @@
 import copy
 import os
 import os.path as osp
+import subprocess
 import sys
 import tempfile
 import uuid
+from typing import Optional
 
 import pytest
 
@@ -104,3 +106,15 @@ def kd_model(trained: dict, **overrides) -> dict:
         dry_run_shape=(1, 28, 28))
     model.update(overrides)
     return model
+
+
+def dist_train(cfg: dict, config_path: str, timeout: int = 900,
+               extra_env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Dump ``cfg`` to ``config_path`` and train it with two CPU processes
+    through ``tools/dist_train.sh`` (gloo, one thread each)."""
+    from mmengine.config import Config
+    Config(cfg).dump(config_path)
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000),
+               OMP_NUM_THREADS='1', **(extra_env or {}))
+    return subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config_path, '2'],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

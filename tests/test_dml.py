@@ -3,9 +3,7 @@ import copy
 import glob
 import json
 import math
-import os
 import os.path as osp
-import subprocess
 import sys
 import textwrap
 
@@ -20,7 +18,7 @@ from mmkd.distillers import DistillerConfigError
 from mmkd.losses import DMLLoss
 from mmkd.registry import DATASETS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
-from conftest import REPO, runner_cfg, tiny_classifier
+from conftest import REPO, dist_train, runner_cfg, tiny_classifier
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'model_converters'))
 from export_student import export_student  # noqa: E402
@@ -321,12 +319,8 @@ def test_distributed_cohort_one_member_per_process(tmp_path, fashion_mnist_root)
     cfg['custom_hooks'] = [dict(type='MemberProbe')]
     cfg['custom_imports'] = dict(imports=['dml_probe'])
     (tmp_path / 'dml_probe.py').write_text(textwrap.dedent(PROBE))
-    config = str(tmp_path / 'dml_dist.py')
-    Config(cfg).dump(config)
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29600 + os.getpid() % 1000),
-               OMP_NUM_THREADS='1', PYTHONPATH=f'{tmp_path}:{REPO}')
-    result = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2'],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = dist_train(cfg, str(tmp_path / 'dml_dist.py'), timeout=600,
+                        extra_env=dict(PYTHONPATH=f'{tmp_path}:{REPO}'))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     held = [json.load(open(osp.join(work, f'rank{r}.json'))) for r in (0, 1)]

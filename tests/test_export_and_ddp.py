@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import REPO, kd_model, runner_cfg
+from conftest import REPO, dist_train, kd_model, runner_cfg
 
 PLAIN_STUDENT = dict(
     _scope_='mmpretrain', type='ImageClassifier',
@@ -66,11 +66,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, fashion_mnist_root, tiny_teacher):
                                     find_unused_parameters=False)
     cfg['log_level'] = 'INFO'
     config = str(tmp_path / 'kd_ddp.py')
-    Config(cfg).dump(config)
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000),
-               OMP_NUM_THREADS='1')
-    result = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2'],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = dist_train(cfg, config, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert osp.isfile(tmp_path / 'ddp' / 'epoch_1.pth')
     log = open(next(osp.join(dp, f) for dp, _, fs in os.walk(tmp_path / 'ddp') for f in fs

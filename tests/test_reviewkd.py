@@ -1,17 +1,14 @@
 """Knowledge Review: HCL, ABF, the review order, a DDP run."""
 import glob
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 from torch import nn
 
-from conftest import REPO, STUDENT_WIDTHS, runner_cfg, tiny_classifier
+from conftest import REPO, STUDENT_WIDTHS, dist_train, runner_cfg, tiny_classifier
 from mmkd.connectors import ABF, ReviewKDConnector
 from mmkd.losses import HCLLoss
 from mmkd.registry import MODELS
@@ -117,12 +114,7 @@ def test_reviewkd_trains_with_ddp_and_warms_up(tmp_path, fashion_mnist_root, tin
     cfg['model_wrapper_cfg'] = dict(type='MMDistributedDataParallel',
                                     find_unused_parameters=False)
     cfg['log_level'] = 'INFO'
-    config = str(tmp_path / 'reviewkd_ddp.py')
-    Config(cfg).dump(config)
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29600 + os.getpid() % 1000),
-               OMP_NUM_THREADS='1')
-    result = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2'],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    result = dist_train(cfg, str(tmp_path / 'reviewkd_ddp.py'))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert osp.isfile(work_dir / 'epoch_2.pth')
     scalars = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
