@@ -180,6 +180,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     parser.add_argument('--test', type=int, default=100)
     parser.add_argument('--image-size', type=int, default=128)
     parser.add_argument('--teacher-epochs', type=int, default=8)
+    parser.add_argument('--teacher-depth', type=int, default=50, choices=[18, 34, 50, 101],
+                        help='ResNet depth of the teacher (the configs name ResNet-50/101)')
+    parser.add_argument('--teacher-width', type=int, default=16,
+                        help="channels of the teacher's first stage (the student has 8)")
     parser.add_argument('--epochs', type=int, default=4)
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
@@ -203,12 +207,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     results: Dict[str, float] = {}
     started = time.time()
 
-    teacher = tiny_detector(family, depth=50, base_channels=16)
-    teacher_dir = osp.join(work, 'teacher')
-    _train(voc_runner_cfg(family, args.data_root, teacher_dir, teacher, args.teacher_epochs,
-                          args.batch_size, args.image_size, seed=0, log_interval=10))
+    teacher = tiny_detector(family, depth=args.teacher_depth, base_channels=args.teacher_width)
+    teacher_dir = osp.join(work, f'teacher_r{args.teacher_depth}w{args.teacher_width}')
     checkpoint = osp.join(teacher_dir, f'epoch_{args.teacher_epochs}.pth')
+    if osp.isfile(checkpoint):
+        print(f'teacher: reusing {checkpoint}', flush=True)
+    else:
+        _train(voc_runner_cfg(family, args.data_root, teacher_dir, teacher, args.teacher_epochs,
+                              args.batch_size, args.image_size, seed=0, log_interval=10))
     results['teacher'] = final_map(teacher_dir)
+    print(f'teacher: mAP {results["teacher"]:.4f}', flush=True)
 
     student = tiny_detector(family, depth=18, base_channels=8)
     runs = [('student alone', None)] + [(c, c) for c in args.configs]
@@ -231,6 +239,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     for label, value in results.items():
         print(f'| {label} | {100 * value:.1f} |')
     print(f'total time {time.time() - started:.0f} s')
+    alone = [v for k, v in results.items() if k.startswith('student alone')]
+    if alone and results['teacher'] <= max(alone):
+        print(f'note: the teacher ({100 * results["teacher"]:.1f}) is not better than the '
+              f'student alone ({100 * max(alone):.1f}); train it longer or wider '
+              '(--teacher-epochs, --teacher-width) before reading the distillation rows.')
     os.makedirs(work, exist_ok=True)
     with open(osp.join(work, 'results.json'), 'w') as f:
         json.dump(results, f, indent=1)

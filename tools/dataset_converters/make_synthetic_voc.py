@@ -22,6 +22,8 @@ from typing import Dict, Tuple
 import cv2
 import numpy as np
 from PIL import Image
+from synthetic_scenes import (mark_prepared, paint, random_image_size, shaded_background,
+                              write_image_set)
 
 IGNORE = 255
 #: class index in VOC -> (shape, base RGB colour). 1 aeroplane, 2 bicycle,
@@ -77,11 +79,7 @@ def _shape_mask(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarr
 
 def make_sample(h: int, w: int, rng: np.random.Generator, max_objects: int = 3):
     """One (RGB image uint8 (h, w, 3), label map uint8 (h, w)) pair."""
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    base = rng.uniform(60, 160, size=3)
-    slope = rng.uniform(-60, 60, size=(2, 3))
-    image = base + yy[..., None] * slope[0] + xx[..., None] * slope[1]
-    image += rng.normal(0, 18, size=(h, w, 3))
+    image = shaded_background(h, w, rng, brightness=(60, 160), noise=18)
     label = np.zeros((h, w), np.uint8)
     classes = sorted(SHAPES)
     for _ in range(rng.integers(1, max_objects + 1)):
@@ -90,8 +88,7 @@ def make_sample(h: int, w: int, rng: np.random.Generator, max_objects: int = 3):
         mask = _shape_mask(kind, h, w, rng)
         if not mask.any():
             continue
-        tint = np.array(colour) + rng.normal(0, 25, size=3)
-        image[mask] = tint + rng.normal(0, 22, size=(int(mask.sum()), 3))
+        paint(image, mask, colour, rng, noise=22)
         label[mask] = cls
     # VOC marks object boundaries with the ignore label.
     edges = np.zeros((h, w), bool)
@@ -128,7 +125,7 @@ def make_synthetic_voc(out_dir: str, num_train: int = 16, num_val: int = 8, num_
         names = []
         for i in range(count):
             name = f'{split}_{i:05d}'
-            h, w = (int(rng.integers(size, size * 5 // 4 + 1)) for _ in range(2))
+            h, w = random_image_size(size, rng)
             image, label = make_sample(h, w, rng)
             Image.fromarray(image).save(osp.join(root, 'JPEGImages', f'{name}.jpg'), quality=95)
             if split == 'aug':
@@ -139,10 +136,8 @@ def make_synthetic_voc(out_dir: str, num_train: int = 16, num_val: int = 8, num_
                 png.putpalette(palette)
                 png.save(osp.join(root, 'SegmentationClass', f'{name}.png'))
             names.append(name)
-        with open(osp.join(root, 'ImageSets', 'Segmentation', f'{split}.txt'), 'w') as f:
-            f.write(''.join(f'{n}\n' for n in names))
-    with open(osp.join(root, '.prepared'), 'w') as f:
-        f.write(f'{splits} size={size} seed={seed}\n')
+        write_image_set(osp.join(root, 'ImageSets', 'Segmentation', f'{split}.txt'), names)
+    mark_prepared(root, f'{splits} size={size} seed={seed}')
     return root
 
 

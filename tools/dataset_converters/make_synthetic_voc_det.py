@@ -28,6 +28,8 @@ from xml.etree import ElementTree as ET
 import cv2
 import numpy as np
 from PIL import Image
+from synthetic_scenes import (mark_prepared, paint, random_image_size, shaded_background,
+                              write_image_set)
 
 #: VOC class name -> (shape, base RGB colour).
 CLASSES = {
@@ -66,11 +68,7 @@ def _draw(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 def make_sample(h: int, w: int, rng: np.random.Generator,
                 max_objects: int = 3) -> Tuple[np.ndarray, List[Tuple[str, Box]]]:
     """One RGB uint8 image ``(h, w, 3)`` and its ``(class, box)`` list."""
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    base = rng.uniform(60, 170, size=3)
-    slope = rng.uniform(-60, 60, size=(2, 3))
-    image = base + yy[..., None] * slope[0] + xx[..., None] * slope[1]
-    image += rng.normal(0, 20, size=(h, w, 3))
+    image = shaded_background(h, w, rng, brightness=(60, 170), noise=20)
     objects = []
     names = sorted(CLASSES)
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -80,8 +78,7 @@ def make_sample(h: int, w: int, rng: np.random.Generator,
         ys, xs = np.nonzero(mask)
         if len(xs) == 0:
             continue
-        tint = np.array(colour) + rng.normal(0, 25, size=3)
-        image[mask] = tint + rng.normal(0, 20, size=(len(xs), 3))
+        paint(image, mask, colour, rng, noise=20)
         objects.append((name, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))))
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
@@ -130,16 +127,14 @@ def make_synthetic_voc_det(out_dir: str, num_trainval: int = 16, num_test: int =
         names = []
         for i in range(count):
             name = f'{split}_{i:05d}'
-            h, w = (int(rng.integers(size, size * 5 // 4 + 1)) for _ in range(2))
+            h, w = random_image_size(size, rng)
             image, objects = make_sample(h, w, rng)
             Image.fromarray(image).save(osp.join(root, 'JPEGImages', f'{name}.jpg'), quality=95)
             with open(osp.join(root, 'Annotations', f'{name}.xml'), 'w') as f:
                 f.write(annotation_xml(f'{name}.jpg', h, w, objects))
             names.append(name)
-        with open(osp.join(root, 'ImageSets', 'Main', f'{split}.txt'), 'w') as f:
-            f.write(''.join(f'{n}\n' for n in names))
-    with open(osp.join(root, '.prepared'), 'w') as f:
-        f.write(f'trainval={num_trainval} test={num_test} size={size} seed={seed}\n')
+        write_image_set(osp.join(root, 'ImageSets', 'Main', f'{split}.txt'), names)
+    mark_prepared(root, f'trainval={num_trainval} test={num_test} size={size} seed={seed}')
     return out_dir
 
 

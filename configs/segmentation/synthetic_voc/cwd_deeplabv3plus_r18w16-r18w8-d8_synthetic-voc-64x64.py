@@ -4,7 +4,7 @@
 _base_ = ['./deeplabv3plus_r18w8-d8_synthetic-voc-64x64.py']
 default_scope = 'mmkd'
 
-teacher_checkpoint = 'work_dirs/zoo/seg_teacher_r18w16_synthetic_voc/iter_300.pth'
+teacher_checkpoint = 'work_dirs/zoo/seg_teacher_r18w16_synthetic_voc/iter_2000.pth'
 model = dict(
     _delete_=True,
     type='SingleTeacherDistiller',

@@ -1,5 +1,5 @@
 # The teacher of the measured run: the student config next to this file at twice the
-# width (ResNet-18 v1c, stages 16..128 channels), trained twice as long (300 iterations).
+# width (ResNet-18 v1c, stages 16..128 channels), trained longer (2000 iterations).
 _base_ = ['./deeplabv3plus_r18w8-d8_synthetic-voc-64x64.py']
 
 width = 16
@@ -9,7 +9,7 @@ model = dict(
                      c1_channels=8),
     auxiliary_head=dict(in_channels=4 * width, channels=width))
 
-iters = 300
+iters = 2000
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=iters,
                         by_epoch=False)]
 train_cfg = dict(max_iters=iters, val_interval=iters)
