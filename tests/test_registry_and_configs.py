@@ -99,3 +99,37 @@ def test_kd_configs_build_their_distillers(name, teacher_depth, student_depth):
     # One preprocessor, shared with the student, normalising as the dataset config says.
     assert distiller.data_preprocessor is distiller.student.data_preprocessor
     assert distiller.data_preprocessor.mean.flatten().tolist() == pytest.approx([72.94])
+
+
+ALL_CONFIGS = sorted(
+    osp.relpath(p, osp.join(REPO, 'configs'))
+    for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in p.split(osp.sep))
+
+
+@pytest.mark.parametrize('name', ALL_CONFIGS)
+def test_every_config_loads_and_names_a_registered_model(name):
+    cfg = load_config(osp.join(REPO, 'configs', name))
+    model_type = cfg.model['type']
+    scope = cfg.model.get('_scope_') or cfg.get('default_scope') or 'mmkd'
+    with MODELS.switch_scope_and_registry(scope) as registry:
+        assert registry.get(model_type) is not None, \
+            f'{name}: {model_type} is not registered in scope {scope}'
+
+
+KQ_CONFIGS = [n for n in ALL_CONFIGS if n.startswith('knowledge_quantification/')
+              and not n.endswith('_nohook.py')]
+
+
+def test_knowledge_quantification_configs_share_one_setting():
+    """The compared runs differ in the method only: same data, epochs, schedule and hook."""
+    settings = []
+    for name in KQ_CONFIGS:
+        cfg = load_config(osp.join(REPO, 'configs', name))
+        settings.append((cfg.train_dataloader.dataset.indices, cfg.train_cfg.max_epochs,
+                         str(cfg.param_scheduler), str(cfg.custom_hooks)))
+    assert len(KQ_CONFIGS) == 3
+    assert len(set(settings)) == 1
+    indices, epochs, _, hooks = settings[0]
+    assert (indices, epochs) == (5000, 5)
+    assert 'KnowledgeQuantificationHook' in hooks
