@@ -198,20 +198,20 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     sys.path.insert(0, REPO)
     sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
     import mmkd  # noqa: F401
-    from make_synthetic_voc_det import make_synthetic_voc_det
+    from make_synthetic_voc_det import make_synthetic_voc_det, set_description
     from mmkd.utils import register_all_modules
     register_all_modules(init_default_scope=False)
 
     prepared = osp.join(args.data_root, 'VOC2007', '.prepared')
     if not osp.isfile(prepared):
-        make_synthetic_voc_det(args.data_root, args.trainval, args.test, args.image_size)
+        make_synthetic_voc_det(args.data_root, args.trainval, args.test, args.image_size, seed=0)
     with open(prepared) as f:
-        written = f.read().split()
-    wanted = [f'trainval={args.trainval}', f'test={args.test}', f'size={args.image_size}']
-    if not set(wanted) <= set(written):
-        raise ValueError(f'{args.data_root} holds a synthetic set written with '
-                         f'{" ".join(written)}, not {" ".join(wanted)}: pass another '
-                         '--data-root, or delete that folder to write the set asked for.')
+        written = f.read().strip()
+    wanted = set_description(args.trainval, args.test, args.image_size, seed=0)
+    if written != wanted:
+        raise ValueError(f'{args.data_root} holds a synthetic set written with {written}, '
+                         f'not {wanted}: pass another --data-root, or delete that folder to '
+                         'write the set asked for.')
     family = args.family
     work = osp.join(args.work_dir, family)
     results: Dict[str, float] = {}

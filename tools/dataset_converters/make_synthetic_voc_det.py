@@ -105,6 +105,11 @@ def annotation_xml(filename: str, h: int, w: int, objects: List[Tuple[str, Box]]
     return ET.tostring(root, encoding='unicode')
 
 
+def set_description(num_trainval: int, num_test: int, size: int, seed: int) -> str:
+    """What ``VOC2007/.prepared`` says of a set written with these arguments."""
+    return f'trainval={num_trainval} test={num_test} size={size} seed={seed}'
+
+
 def make_synthetic_voc_det(out_dir: str, num_trainval: int = 16, num_test: int = 8,
                            size: int = 96, seed: int = 0) -> str:
     """Write the set under ``out_dir/VOC2007``; returns ``out_dir``.
@@ -134,7 +139,7 @@ def make_synthetic_voc_det(out_dir: str, num_trainval: int = 16, num_test: int =
                 f.write(annotation_xml(f'{name}.jpg', h, w, objects))
             names.append(name)
         write_image_set(osp.join(root, 'ImageSets', 'Main', f'{split}.txt'), names)
-    mark_prepared(root, f'trainval={num_trainval} test={num_test} size={size} seed={seed}')
+    mark_prepared(root, set_description(num_trainval, num_test, size, seed))
     return out_dir
 
 
