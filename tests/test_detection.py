@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from mmkd.distillers import DistillerConfigError, build_model_from_cfg, load_config
@@ -118,8 +119,10 @@ def test_config_distils_a_tiny_detector_and_validates_with_voc_map(run, config):
 
 def _one_batch(model, voc_root: str, family: str):
     cfg = voc_runner_cfg(family, voc_root, '/unused', model, batch_size=2, image_size=96)
-    loader = Runner.build_dataloader(Config(cfg).train_dataloader)
-    return next(iter(loader))
+    # No Runner has set the scope when this test runs alone: the dataset is mmdet's.
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        loader = Runner.build_dataloader(Config(cfg).train_dataloader)
+        return next(iter(loader))
 
 
 def _distiller(config: str, teachers: dict):

@@ -216,5 +216,6 @@ def test_teacher_metrics_are_cached_per_checkpoint_and_data(tmp_path, fashion_mn
     assert uncached != first
     # Other data (here: the test split's config) is another key.
     runner.cfg.val_dataloader.dataset.indices = 32
-    assert hook._cache_key(runner, runner.model, 'val') != hook._cache_key(
-        Runner.from_cfg(Config(cfg)), runner.model, 'val')
+    checkpoint = runner.model.teacher_checkpoint
+    assert hook._cache_key(runner, checkpoint, 'val') != hook._cache_key(
+        Runner.from_cfg(Config(cfg)), checkpoint, 'val')

@@ -159,6 +159,29 @@ def test_multi_teacher_run_trains_the_student_and_leaves_teachers_unchanged(
                                for line in train_lines)
 
 
+def test_teacher_evaluation_reports_each_teacher(tmp_path, fashion_mnist_root, teachers):
+    from mmkd.engine.hooks import TeacherEvaluationHook
+    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, mt_model(*teachers), epochs=1,
+                     train_samples=32, val_samples=64)
+    runner = Runner.from_cfg(Config(cfg))
+    loop = runner.val_loop
+    metrics = TeacherEvaluationHook(cache_file=None)._evaluate(
+        runner, loop.dataloader, loop.evaluator, 'val')
+    assert set(metrics) == {'teacher/t1/accuracy/top1', 'teacher/t2/accuracy/top1'}
+    assert runner.message_hub.get_info('teacher_metrics') == metrics
+    distiller = runner.model
+    for name, net in distiller.teachers.items():  # each teacher's own top-1, counted here
+        correct = total = 0
+        for batch in loop.dataloader:
+            data = distiller.data_preprocessor(batch, False)
+            with torch.no_grad():
+                scores = net(data['inputs'], mode='tensor')
+            labels = torch.cat([s.gt_label for s in data['data_samples']])
+            correct += (scores.argmax(1) == labels).sum().item()
+            total += len(labels)
+        assert metrics[f'teacher/{name}/accuracy/top1'] == pytest.approx(100 * correct / total)
+
+
 def test_each_teacher_runs_only_as_far_as_its_records(teachers):
     # t1 feeds the hint (up to layer2) only; t2 has no record at all.
     model = MODELS.build(mt_model(

@@ -1,12 +1,13 @@
-"""The teacher's metrics, once per run (and once per teacher checkpoint and data)."""
+"""The teachers' metrics, once per run (and once per teacher checkpoint and data)."""
 import hashlib
 import json
 import os
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
+from torch import nn
 
 from mmkd.registry import HOOKS
 from .utils import unwrap
@@ -14,15 +15,16 @@ from .utils import unwrap
 
 @HOOKS.register_module()
 class TeacherEvaluationHook(Hook):
-    """Evaluates the teacher once with the run's own evaluator.
+    """Evaluates the teacher(s) once with the run's own evaluator.
 
     Inputs go through the distiller's data preprocessor, as in training.
     Before training it runs the teacher over the validation set; before
     testing, over the test set. Metrics are logged with a ``teacher/``
-    prefix and stored in the message hub's runtime info under
-    ``teacher_metrics``. The validation loop and ``CheckpointHook``'s best
-    checkpoint keep seeing only the student's metrics. Models without a
-    ``teacher`` are skipped.
+    prefix (``teacher/<name>/`` for each teacher of a
+    ``MultiTeacherDistiller``) and stored in the message hub's runtime info
+    under ``teacher_metrics``. The validation loop and ``CheckpointHook``'s
+    best checkpoint keep seeing only the student's metrics. Models without
+    a teacher are skipped.
 
     A frozen teacher's metrics only change with its weights and the data:
     they are cached in ``cache_file`` under a key made of the checkpoint
@@ -58,39 +60,43 @@ class TeacherEvaluationHook(Hook):
             self._evaluate(runner, runner.test_loop.dataloader, runner.test_loop.evaluator,
                            'test')
 
-    @torch.no_grad()
     def _evaluate(self, runner, dataloader, evaluator, split: str) -> Dict[str, float]:
         model = unwrap(runner.model)
-        teacher = getattr(model, 'teacher', None)
-        if teacher is None:
-            return {}
-        key = self._cache_key(runner, model, split)
-        prefixed = self._cached(key)
-        if prefixed is not None:
-            self._report(runner, prefixed, f'{split} set', note=' (cached)')
-            return prefixed
+        everything = {}
+        for prefix, (teacher, checkpoint) in named_teachers(model).items():
+            key = self._cache_key(runner, checkpoint, split)
+            prefixed = self._cached(key)
+            note = ' (cached)'
+            if prefixed is None:
+                metrics = self._run(model, teacher, dataloader, evaluator)
+                prefixed = {f'{prefix}/{k}': v for k, v in metrics.items()}
+                self._store(key, prefixed)
+                note = ''
+            everything.update(prefixed)
+            self._report(runner, prefixed, f'{split} set', note)
+        if everything:
+            runner.message_hub.update_info('teacher_metrics', everything)
+        return everything
+
+    @staticmethod
+    @torch.no_grad()
+    def _run(model, teacher: nn.Module, dataloader, evaluator) -> Dict[str, float]:
         teacher.eval()
         for data_batch in dataloader:
             # The distiller's preprocessor: the teacher sees what it sees in training.
             data = model.data_preprocessor(data_batch, False)
             outputs = teacher(**data, mode='predict')
             evaluator.process(data_samples=outputs, data_batch=data_batch)
-        metrics = evaluator.evaluate(len(dataloader.dataset))
-        prefixed = {f'teacher/{k}': v for k, v in metrics.items()}
-        self._store(key, prefixed)
-        self._report(runner, prefixed, f'{split} set')
-        return prefixed
+        return evaluator.evaluate(len(dataloader.dataset))
 
     @staticmethod
     def _report(runner, prefixed: Dict[str, float], where: str, note: str = '') -> None:
-        runner.message_hub.update_info('teacher_metrics', prefixed)
         runner.visualizer.add_scalars(prefixed, step=runner.iter)
         shown = '  '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'
                           for k, v in prefixed.items())
         runner.logger.info(f'teacher on the {where}: {shown}{note}')
 
-    def _cache_key(self, runner, model, split: str) -> Optional[str]:
-        checkpoint = getattr(model, 'teacher_checkpoint', None)
+    def _cache_key(self, runner, checkpoint: Optional[str], split: str) -> Optional[str]:
         if self.cache_file is None or not checkpoint or not osp.isfile(checkpoint):
             return None
         stat = os.stat(checkpoint)
@@ -119,3 +125,16 @@ class TeacherEvaluationHook(Hook):
         with open(tmp, 'w') as f:
             json.dump(cache, f, indent=1)
         os.replace(tmp, self.cache_file)
+
+
+def named_teachers(model: nn.Module) -> Dict[str, Tuple[nn.Module, Optional[str]]]:
+    """Log prefix -> (teacher, its checkpoint) of a distiller: ``teacher`` for a
+    single teacher, ``teacher/<name>`` for each of several; empty without one."""
+    teacher = getattr(model, 'teacher', None)
+    if isinstance(teacher, nn.Module):
+        return {'teacher': (teacher, getattr(model, 'teacher_checkpoint', None))}
+    teachers = getattr(model, 'teachers', None)
+    if not teachers:
+        return {}
+    checkpoints = getattr(model, 'teacher_checkpoints', {})
+    return {f'teacher/{name}': (net, checkpoints.get(name)) for name, net in teachers.items()}
