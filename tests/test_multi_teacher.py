@@ -161,13 +161,22 @@ def test_multi_teacher_run_trains_the_student_and_leaves_teachers_unchanged(
 
 def test_teacher_evaluation_reports_each_teacher(tmp_path, fashion_mnist_root, teachers):
     from mmkd.engine.hooks import TeacherEvaluationHook
-    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, mt_model(*teachers), epochs=1,
+    hook = TeacherEvaluationHook(cache_file=str(tmp_path / 'cache.json'))
+    # t1 as the single teacher of a KD run first: its metrics are cached then.
+    cfg = runner_cfg(str(tmp_path / 'kd'), fashion_mnist_root, kd_model(teachers[0]),
+                     epochs=1, train_samples=32, val_samples=64)
+    runner = Runner.from_cfg(Config(cfg))
+    single = hook._evaluate(runner, runner.val_loop.dataloader, runner.val_loop.evaluator, 'val')
+    assert set(single) == {'teacher/accuracy/top1'}
+
+    cfg = runner_cfg(str(tmp_path / 'mt'), fashion_mnist_root, mt_model(*teachers), epochs=1,
                      train_samples=32, val_samples=64)
     runner = Runner.from_cfg(Config(cfg))
     loop = runner.val_loop
-    metrics = TeacherEvaluationHook(cache_file=None)._evaluate(
-        runner, loop.dataloader, loop.evaluator, 'val')
+    metrics = hook._evaluate(runner, loop.dataloader, loop.evaluator, 'val')
+    # Named after the teacher, whether evaluated now (t2) or taken from the cache (t1).
     assert set(metrics) == {'teacher/t1/accuracy/top1', 'teacher/t2/accuracy/top1'}
+    assert metrics['teacher/t1/accuracy/top1'] == single['teacher/accuracy/top1']
     assert runner.message_hub.get_info('teacher_metrics') == metrics
     distiller = runner.model
     for name, net in distiller.teachers.items():  # each teacher's own top-1, counted here

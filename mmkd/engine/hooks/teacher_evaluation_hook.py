@@ -65,13 +65,13 @@ class TeacherEvaluationHook(Hook):
         everything = {}
         for prefix, (teacher, checkpoint) in named_teachers(model).items():
             key = self._cache_key(runner, checkpoint, split)
-            prefixed = self._cached(key)
+            metrics = self._cached(key)
             note = ' (cached)'
-            if prefixed is None:
+            if metrics is None:
                 metrics = self._run(model, teacher, dataloader, evaluator)
-                prefixed = {f'{prefix}/{k}': v for k, v in metrics.items()}
-                self._store(key, prefixed)
+                self._store(key, metrics)
                 note = ''
+            prefixed = {f'{prefix}/{k}': v for k, v in metrics.items()}
             everything.update(prefixed)
             self._report(runner, prefixed, f'{split} set', note)
         if everything:
@@ -100,7 +100,8 @@ class TeacherEvaluationHook(Hook):
         if self.cache_file is None or not checkpoint or not osp.isfile(checkpoint):
             return None
         stat = os.stat(checkpoint)
-        parts = [osp.abspath(checkpoint), stat.st_size, stat.st_mtime_ns,
+        # The cache holds the evaluator's own names (the prefix depends on the run).
+        parts = ['unprefixed', osp.abspath(checkpoint), stat.st_size, stat.st_mtime_ns,
                  repr(runner.cfg.get(f'{split}_dataloader')),
                  repr(runner.cfg.get(f'{split}_evaluator'))]
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
