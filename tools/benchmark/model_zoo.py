@@ -85,6 +85,8 @@ ZOO: List[ZooEntry] = [
              'configs/self_distillation/byot_resnet8_fashionmnist.py'),
     ZooEntry('dml_resnet8x2', 'DML, 2 x ResNet-8 (Zhang et al., 2018), member 1',
              'configs/dml/dml_resnet8x2_fashionmnist.py', metric='resnet8_1/accuracy/top1'),
+    ZooEntry('dml_resnet8x3', 'DML, 3 x ResNet-8, member 1',
+             'configs/dml/dml_resnet8x3_fashionmnist.py', metric='resnet8_1/accuracy/top1'),
 ]
 SEEDS = (0, 1, 2)
 ZOO_DIR = 'work_dirs/zoo'
