@@ -219,8 +219,9 @@ def test_list_references_give_the_loss_every_value_in_order(teachers):
         t2 = model.teachers['t2'](x, mode='tensor')
         s = model.student(x, mode='tensor')
     loss = MultiTeacherKDLoss(combine='geometric', weights=[2, 1], tau=4, loss_weight=0.9)
-    assert got.item() == pytest.approx(loss(s, [t1, t2]).item(), rel=1e-5)
-    assert got.item() != pytest.approx(loss(s, [t2, t1]).item(), rel=1e-5)
+    # The forward passes are repeated: float32 round-off, not a tolerance on the logic.
+    assert got.item() == pytest.approx(loss(s, [t1, t2]).item(), rel=1e-4)
+    assert got.item() != pytest.approx(loss(s, [t2, t1]).item(), rel=1e-4)
 
 
 def test_a_single_teacher_distiller_takes_a_list_reference_too(teachers):
@@ -235,7 +236,8 @@ def test_a_single_teacher_distiller_takes_a_list_reference_too(teachers):
     with torch.no_grad():
         expected = KDLoss(tau=4)(model.student(x, mode='tensor'),
                                  model.teacher(x, mode='tensor'))
-    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    # A small KL from repeated forward passes: float32 round-off reaches ~3e-5 of it.
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
 def test_teachers_can_be_kept_in_checkpoints(teachers):
