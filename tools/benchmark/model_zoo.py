@@ -228,25 +228,31 @@ def plot(entries: List[ZooEntry], runs: Dict[str, Dict[int, dict]], path: str) -
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for entry in entries:
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    # One colour and marker per method: more methods than a 10-colour cycle has.
+    colours = plt.get_cmap('tab20').colors
+    markers = 'osD^vP*Xh<>p'
+    for index, entry in enumerate(entries):
         done = [r for r in runs[entry.name].values() if 'train_s' in r]
         if not done:
             continue
         xs = [r['train_s'] / 60 for r in done]
         ys = [r['final'] for r in done]
-        dots = ax.scatter(xs, ys, alpha=0.35, s=18)
+        # tab20's ten dark hues first, then their light shades, with another marker.
+        colour = colours[(2 * index) % 20 + (index // 10) % 2]
+        marker = markers[index % len(markers)]
+        ax.scatter(xs, ys, alpha=0.35, s=18, color=colour, marker=marker)
         ax.errorbar(statistics.mean(xs), statistics.mean(ys),
                     xerr=statistics.stdev(xs) if len(xs) > 1 else None,
-                    yerr=statistics.stdev(ys) if len(ys) > 1 else None, fmt='o', ms=7,
-                    capsize=3, color=dots.get_facecolor()[0][:3], label=entry.method)
+                    yerr=statistics.stdev(ys) if len(ys) > 1 else None, fmt=marker, ms=7,
+                    capsize=3, color=colour, label=entry.method)
     ax.set_xlabel('training time (min, 2 shared CPU cores)')
     ax.set_ylabel('student top-1 (%)')
     ax.set_title('Fashion-MNIST zoo: accuracy vs training time (mean ± std over seeds)')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc='lower right')
+    ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
     plt.close(fig)
 
 
