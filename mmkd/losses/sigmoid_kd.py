@@ -73,9 +73,11 @@ class SigmoidKDLoss(BaseDistillLoss):
             s = s.float() / self.tau
             t = t.float() / self.tau
             p_t = t.sigmoid()
-            # KL = cross-entropy(p_t, p_s) - entropy(p_t), per logit.
+            # KL = cross-entropy(p_t, p_s) - entropy(p_t), per logit; the difference of two
+            # nearly equal terms can round below zero where student and teacher agree, so
+            # it is clamped at the KL's true minimum.
             kl = (F.binary_cross_entropy_with_logits(s, p_t, reduction='none')
-                  - F.binary_cross_entropy_with_logits(t, p_t, reduction='none'))
+                  - F.binary_cross_entropy_with_logits(t, p_t, reduction='none')).clamp_min(0)
             total = total + kl.sum()
             count += s.numel() // (self.num_classes or 1)
         return total * self.tau**2 / max(count, 1)
