@@ -199,14 +199,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
     import mmkd  # noqa: F401
     from make_synthetic_voc_det import make_synthetic_voc_det, set_description
+    from synthetic_scenes import prepared_description
     from mmkd.utils import register_all_modules
     register_all_modules(init_default_scope=False)
 
-    prepared = osp.join(args.data_root, 'VOC2007', '.prepared')
-    if not osp.isfile(prepared):
+    voc2007 = osp.join(args.data_root, 'VOC2007')
+    if prepared_description(voc2007) is None:
         make_synthetic_voc_det(args.data_root, args.trainval, args.test, args.image_size, seed=0)
-    with open(prepared) as f:
-        written = f.read().strip()
+    written = prepared_description(voc2007)
     wanted = set_description(args.trainval, args.test, args.image_size, seed=0)
     if written != wanted:
         raise ValueError(f'{args.data_root} holds a synthetic set written with {written}, '

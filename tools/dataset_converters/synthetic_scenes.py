@@ -7,7 +7,7 @@ file. The order of the random draws is part of each set's definition: the
 same seed writes the same files.
 """
 import os.path as osp
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -54,3 +54,12 @@ def mark_prepared(root: str, description: str) -> None:
     """Leave ``root/.prepared`` saying what was written (tests and tools check for it)."""
     with open(osp.join(root, '.prepared'), 'w') as f:
         f.write(description + '\n')
+
+
+def prepared_description(root: str) -> Optional[str]:
+    """What ``mark_prepared`` left in ``root``; ``None`` if nothing was written there."""
+    path = osp.join(root, '.prepared')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return f.read().strip()
