@@ -8,23 +8,24 @@ DATA   := data/fashion_mnist/.prepared
 # Cores used to compile mmcv's ops.
 JOBS   ?= $(shell nproc)
 
-.PHONY: install data test demo clean help
+.PHONY: install data test lint demo clean help
 
 help:
 	@echo "make install  create $(VENV) with the pinned OpenMMLab stack and mmkd (editable)"
 	@echo "make data     put Fashion-MNIST into data/fashion_mnist"
 	@echo "make test     run the test suite (installs first)"
+	@echo "make lint     ruff: pyflakes, pycodestyle, import order (100 columns)"
 	@echo "make demo     teacher -> baseline student -> KD student on Fashion-MNIST"
 
 install: $(STAMP)
 
-$(STAMP): requirements/torch.txt requirements/build.txt requirements/openmmlab.txt requirements/tests.txt setup.py
+$(STAMP): requirements/torch.txt requirements/build.txt requirements/openmmlab.txt requirements/tests.txt requirements/lint.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements/torch.txt
 	$(PIP) install -r requirements/build.txt
 	$(PIP) install mmengine==0.10.7
 	JOBS=$(JOBS) bash tools/install/build_mmcv.sh $(PY)
-	$(PIP) install -r requirements/openmmlab.txt -r requirements/tests.txt
+	$(PIP) install -r requirements/openmmlab.txt -r requirements/tests.txt -r requirements/lint.txt
 	$(PIP) install --no-deps --no-build-isolation --no-use-pep517 -e .
 	$(PY) -c "import mmcv.ops, mmpretrain, mmdet, mmseg, mmkd; print('stack ok: mmcv', mmcv.__version__)"
 	@touch $@
@@ -36,6 +37,9 @@ $(DATA): tools/dataset_converters/prepare_fashion_mnist.py | $(STAMP)
 
 test: install data
 	$(PY) -m pytest tests -q
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 demo: install data
 	$(PY) tools/demo.py

@@ -3,12 +3,14 @@ import pytest
 import torch
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
-from mmkd.models import CIFARResNet, CIFARVGG, WideResNet
+from mmkd.models import CIFARVGG, CIFARResNet, WideResNet
 
 
 def classifier_params(backbone: dict, num_classes: int) -> float:
+    # In mmpretrain's scope whatever an earlier test left as the default scope.
     net = PRETRAIN_MODELS.build(dict(
-        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+        _scope_='mmpretrain', type='ImageClassifier', backbone=backbone,
+        neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=num_classes,
                   in_channels=PRETRAIN_MODELS.build(backbone).out_channels[-1])))
     return sum(p.numel() for p in net.parameters()) / 1e6
@@ -73,7 +75,7 @@ def test_bad_arguments_are_named(bad, message):
 
 def test_backbone_trains_inside_an_mmpretrain_classifier():
     net = PRETRAIN_MODELS.build(dict(
-        type='ImageClassifier',
+        _scope_='mmpretrain', type='ImageClassifier',
         backbone=dict(type='mmkd.CIFARResNet', depth=8, in_channels=1, widths=(4, 4, 8, 8)),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=10, in_channels=8)))

@@ -10,12 +10,21 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
-from conftest import REPO, kd_model, runner_cfg, tiny_classifier
-from mmkd.benchmark import Leg, time_legs
+from mmkd.benchmark import (
+    BenchContext,
+    Leg,
+    count_parameters,
+    legs_for,
+    member_optim_wrapper,
+    time_legs,
+)
 from mmkd.engine import MixedPrecisionOptimWrapper, mixed_precision_cfg
 from mmkd.registry import MODELS
+
+from conftest import REPO, STUDENT_WIDTHS, kd_model, runner_cfg, tiny_classifier
 
 
 def load_tool(*parts: str):
@@ -52,8 +61,8 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
     assert sorted(legs) == ['distill', 'student', 'teacher']
     assert all(len(leg['times']) == 3 and leg['peak_memory'] is not None
                for leg in legs.values())
-    expected = legs['distill']['median'] / (legs['student']['median'] +
-                                           legs['teacher']['median'])
+    expected = legs['distill']['median'] / (legs['student']['median']
+                                            + legs['teacher']['median'])
     assert saved['ratio'] == pytest.approx(expected)
     assert ratio == pytest.approx(expected, abs=5e-4)
     assert figures['ratio'] == saved['ratio']
@@ -75,6 +84,53 @@ def test_overhead_of_a_plain_config_is_the_training_step_alone(tmp_path, fashion
     assert [leg['name'] for leg in figures['legs']] == ['student']
     assert figures['ratio'] is None and 'ratio' not in printed
     assert '(a) training step' in printed
+
+
+def test_overhead_of_multi_teacher_kd_has_a_b_leg_per_teacher_that_runs(
+        tmp_path, fashion_mnist_root, tiny_teacher, capsys):
+    teacher = dict(tiny_teacher['model'], checkpoint=tiny_teacher['checkpoint'])
+    logits = dict(logits=dict(type='ModuleOutputs', source='head.fc'))
+    model = dict(
+        type='MultiTeacherDistiller',
+        student=tiny_classifier(depth=8, widths=STUDENT_WIDTHS),
+        teachers=dict(r14=teacher, twin=teacher, idle=teacher),
+        student_recorders=logits,
+        teacher_recorders=dict(r14=logits, twin=logits),  # idle has no records: never runs
+        losses=dict(loss_kd=dict(type='MultiTeacherKDLoss', student='student.logits',
+                                 teacher=['r14.logits', 'twin.logits'], tau=4)),
+        dry_run_shape=(1, 28, 28))
+    cfg = runner_cfg(str(tmp_path), fashion_mnist_root, model)
+    figures = load_tool('benchmark', 'distill_overhead.py').main(
+        [write_config(tmp_path, cfg), '--batch-size', '8', '--warmup', '0', '--iters', '2',
+         '--no-memory'])
+    printed = capsys.readouterr().out
+
+    legs = [(leg['name'], leg['label'], leg['role']) for leg in figures['legs']]
+    assert legs == [('student', '(a) student train step', 'limit'),
+                    ('teacher:r14', '(b) r14 inference', 'limit'),
+                    ('teacher:twin', '(b) twin inference', 'limit'),
+                    ('distill', '(c) distillation step', 'step')]
+    assert 'idle' not in printed
+    assert 'ratio c / (a + b[r14] + b[twin]) = ' in printed
+    one = sum(p.numel() for p in MODELS.build(tiny_teacher['model']).parameters())
+    assert figures['parameters']['teachers'] == 2 * one  # the teachers that run
+
+
+def test_a_cohort_is_timed_member_by_member_with_their_own_optimizers():
+    model = MODELS.build(dict(type='MutualLearner', members=dict(a=tiny_classifier(),
+                                                                 b=tiny_classifier())))
+    optim_wrapper = dict(constructor='CohortOptimWrapperConstructor',
+                         optimizer=dict(type='SGD', lr=0.1, momentum=0.9),
+                         members=dict(b=dict(optimizer=dict(lr=0.05))))
+    with DefaultScope.overwrite_default_scope('mmkd'):  # as in the tool
+        legs = legs_for(model, BenchContext(optim_wrapper))
+    assert [(leg.name, leg.label, leg.role) for leg in legs] == [
+        ('member:a', '(a) a train step', 'limit'), ('member:b', '(a) b train step', 'limit'),
+        ('distill', '(c) cohort step', 'step')]
+    assert member_optim_wrapper(optim_wrapper, 'b') == dict(
+        optimizer=dict(type='SGD', lr=0.05, momentum=0.9))
+    one = sum(p.numel() for p in model.members['a'].parameters())
+    assert count_parameters(model) == dict(members=2 * one, connectors=0, extra_trainable=0)
 
 
 def test_legs_take_turns_on_the_same_batches():

@@ -20,8 +20,13 @@ from conftest import REPO
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
 sys.path.insert(0, osp.join(REPO, 'tools', 'model_converters'))
-from detection_voc_synthetic import (VOC_CONFIGS, distill_model, family_of,  # noqa: E402
-                                     tiny_detector, voc_runner_cfg)
+from detection_voc_synthetic import (  # noqa: E402
+    VOC_CONFIGS,
+    distill_model,
+    family_of,
+    tiny_detector,
+    voc_runner_cfg,
+)
 from make_synthetic_voc_det import make_synthetic_voc_det  # noqa: E402
 
 DETECTION_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'detection', '**', '*.py'),
@@ -174,7 +179,7 @@ def test_roi_logits_are_compared_on_the_students_rois(voc_root, teachers):
     def keep_records(data_samples=None):
         out = original(data_samples)
         captured['rois'] = model.student_records.recorders[STUDENT_ROIS].get()
-        captured['t_cls'] = model.teacher_records.recorders['roi_cls'].get()
+        captured['t_cls'] = model.records['teacher']['roi_cls'].get()
         captured['s_cls'] = model.student_records.recorders['roi_cls'].get()
         return out
 
@@ -229,7 +234,8 @@ def test_tools_test_reports_voc_map_and_export_loads_in_plain_mmdet(run, tmp_pat
     plain = build_model_from_cfg(tiny_detector('retinanet'), 'mmdet').eval()
     load_checkpoint(plain, exported, strict=True)
     state = torch.load(exported, weights_only=True)
-    assert not any(k.startswith(('student.', 'teacher.', 'connectors.')) for k in state['state_dict'])
+    assert not any(k.startswith(('student.', 'teacher.', 'connectors.'))
+                   for k in state['state_dict'])
     student = result['runner'].model.student.eval()
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():

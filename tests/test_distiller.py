@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmkd.distillers import DistillerConfigError, TeacherCheckpointError
-from mmkd.recorders import RecordNotFoundError, RecorderPathError
+from mmkd.recorders import RecorderPathError, RecordNotFoundError
 from mmkd.registry import MODELS
 
 from conftest import REPO, kd_model, runner_cfg, tiny_classifier
@@ -89,13 +89,13 @@ def test_pre_relu_records_keep_negative_values(tiny_teacher):
         bn=dict(type='ModuleOutputs', source='backbone.layer3.0.bn2'),
         logits=dict(type='ModuleOutputs', source='head.fc'))))
     # The dry run found that `relu_` and `out += identity` overwrite these.
-    assert model.student_records.recorders['pre'].clone
-    assert model.teacher_records.recorders['bn'].clone
-    assert not model.teacher_records.recorders['logits'].clone
+    assert model.student_records['pre'].clone
+    assert model.records['teacher']['bn'].clone
+    assert not model.records['teacher']['logits'].clone
     x = torch.randn(4, 1, 28, 28)
-    with model.teacher_records.recording():
+    with model.records['teacher'].recording():
         model.teacher(x, mode='tensor')
-    pre = model.teacher_records.recorders['pre'].get()
+    pre = model.records['teacher']['pre'].get()
     assert (pre < 0).any(), 'pre-ReLU feature lost its negative values'
 
 
@@ -216,6 +216,6 @@ def test_teacher_metrics_are_cached_per_checkpoint_and_data(tmp_path, fashion_mn
     assert uncached != first
     # Other data (here: the test split's config) is another key.
     runner.cfg.val_dataloader.dataset.indices = 32
-    checkpoint = runner.model.teacher_checkpoint
+    checkpoint = runner.model.frozen_teachers['teacher'].checkpoint
     assert hook._cache_key(runner, checkpoint, 'val') != hook._cache_key(
         Runner.from_cfg(Config(cfg)), checkpoint, 'val')

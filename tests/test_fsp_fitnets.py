@@ -127,7 +127,7 @@ def test_fsp_config_matches_flows_then_trains_on_labels(tmp_path, fashion_mnist_
                     fashion_mnist_root)
     model, start, after_1 = run['runner'].model, run['start'], run['after_1']
     assert list(model.distill_losses) == ['loss_fsp']
-    assert [k for k, _ in model.loss_inputs['loss_fsp']['teacher']] == ['teacher'] * 4
+    assert [ref.net for ref in model.loss_inputs['loss_fsp']['teacher']] == ['teacher'] * 4
     assert not torch.equal(start['student.backbone.layer3.0.conv1.weight'],
                            after_1['student.backbone.layer3.0.conv1.weight'])
     assert torch.equal(start['student.head.fc.weight'], after_1['student.head.fc.weight'])

@@ -1,9 +1,9 @@
 """Knowledge quantification of Cheng et al. (CVPR 2020): the metrics and the hook."""
 import glob
+import importlib.util
 import json
 import math
 import os.path as osp
-import importlib.util
 import sys
 
 import pytest
@@ -12,14 +12,31 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from torch import nn
 
-from mmkd.analysis import (WeightPath, accumulated_distances, cell_foreground, concept_stability,
-                           count_concepts, distance_at_peak, flat_weights, foreground_ratio,
-                           gaussian_entropy, nanmean, optimise_sigma, perturbation_loss,
-                           summarize_knowledge, threshold_foreground)
-from mmkd.engine.hooks.knowledge_quantification_hook import layer_feature_fn
-from mmkd.recorders import RecorderPathError
+from mmkd.analysis import (
+    ProbeSettings,
+    WeightPath,
+    accumulated_distances,
+    build_probe_set,
+    cell_foreground,
+    concept_stability,
+    count_concepts,
+    distance_at_peak,
+    flat_weights,
+    foreground_ratio,
+    gaussian_entropy,
+    layer_feature_fn,
+    measure_entropy,
+    nanmean,
+    optimise_sigma,
+    perturbation_loss,
+    summarize_knowledge,
+    threshold_foreground,
+)
+from mmkd.engine.hooks import KnowledgeQuantificationHook
+from mmkd.recorders import RecorderPathError, RecordNotFoundError
+from mmkd.registry import MODELS
 
-from conftest import REPO, TEACHER_WIDTHS, kd_model, runner_cfg, tiny_classifier
+from conftest import REPO, STUDENT_WIDTHS, TEACHER_WIDTHS, kd_model, runner_cfg, tiny_classifier
 
 
 def test_entropy_is_that_of_a_gaussian():
@@ -146,15 +163,44 @@ def test_layer_feature_stops_after_the_layer():
     assert feature.shape == (2, 8, 14, 14) and not calls
     with pytest.raises(RecorderPathError, match='backbone.layer3'):
         layer_feature_fn(classifier, 'backbone.layer33')
+    # The loss module exists but does not run in a tensor forward.
+    unused = layer_feature_fn(classifier, 'head.loss_module', 'student')
+    with pytest.raises(RecordNotFoundError, match="student: module 'head.loss_module' did not run"):
+        unused(torch.randn(2, 1, 28, 28))
 
 
-def hook_cfg(work_dir, root, model, with_hook=True, epochs=2) -> Config:
-    cfg = runner_cfg(str(work_dir), root, model, epochs=epochs, train_samples=128,
-                     val_samples=64)
+def test_hook_and_tools_share_the_probe_settings():
+    hook = KnowledgeQuantificationHook(sigma_range=[0.01, 3.0])  # a config gives a list
+    assert hook.settings == ProbeSettings()
+    assert ProbeSettings(grid=[7, 7]).sigma_kwargs['grid'] == (7, 7)
+    with pytest.raises(ValueError, match='must be >= 1'):
+        KnowledgeQuantificationHook(interval=0)
+
+
+def tiny_cohort() -> dict:
+    """A MutualLearner of two tiny members, a and b."""
+    return dict(type='MutualLearner', members=dict(a=tiny_classifier(), b=tiny_classifier()),
+                data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', num_classes=10,
+                                       mean=[72.94], std=[90.02], to_rgb=False))
+
+
+def test_hook_refuses_a_cohort_by_name():
+    cohort = MODELS.build(tiny_cohort())
+    with pytest.raises(ValueError, match=r"cohort of members \['a', 'b'\].*quantify_checkpoints"):
+        KnowledgeQuantificationHook.student_of(cohort)
+    plain = MODELS.build(tiny_classifier())
+    assert KnowledgeQuantificationHook.student_of(plain).module is plain
+
+
+def hook_cfg(work_dir, root, model, with_hook=True, epochs=2, train_samples=128,
+             val_samples=64, num_images=6) -> Config:
+    cfg = runner_cfg(str(work_dir), root, model, epochs=epochs, train_samples=train_samples,
+                     val_samples=val_samples)
     cfg['custom_hooks'] = [dict(type='TeacherEvaluationHook', before_train=False)]
     if with_hook:
-        cfg['custom_hooks'].append(dict(type='KnowledgeQuantificationHook', num_images=6,
-                                        steps=4, layer='backbone.layer3'))
+        cfg['custom_hooks'].append(dict(type='KnowledgeQuantificationHook',
+                                        num_images=num_images, steps=4,
+                                        layer='backbone.layer3'))
     return Config(cfg)
 
 
@@ -195,6 +241,7 @@ def test_hook_writes_its_json_and_scalars(hooked_kd_run):
         stored = student['summary'][key]
         assert (stored is None and math.isnan(value)) or stored == pytest.approx(value, abs=1e-3)
     assert torch.tensor(record['teacher']['entropy']).shape == (6, 7, 7)
+    assert record['teachers'] == {'teacher': record['teacher']}
     assert record['timing']['hook_seconds'] > 0 and record['timing']['train_seconds'] > 0
 
     scalars = []
@@ -205,11 +252,17 @@ def test_hook_writes_its_json_and_scalars(hooked_kd_run):
     assert any('knowledge/teacher/N_fg' in s for s in scalars)
 
 
-def test_tool_tabulates_and_plots_the_runs(hooked_kd_run, monkeypatch, capsys):
+def load_tool(name: str):
+    """A script of tools/analysis as a module."""
     spec = importlib.util.spec_from_file_location(
-        'quantify_knowledge', osp.join(REPO, 'tools', 'analysis', 'quantify_knowledge.py'))
+        name, osp.join(REPO, 'tools', 'analysis', f'{name}.py'))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_tool_tabulates_and_plots_the_runs(hooked_kd_run, monkeypatch, capsys):
+    tool = load_tool('quantify_knowledge')
     work_dir = hooked_kd_run['work_dir']
     plots = work_dir.parent / 'plots'
     monkeypatch.setattr(sys, 'argv', ['quantify_knowledge.py', f'KD={work_dir.parent}/kd_seed*',
@@ -234,3 +287,112 @@ def test_hook_leaves_training_unchanged(hooked_kd_run, tmp_path, fashion_mnist_r
     assert not osp.exists(tmp_path / 'knowledge_quantification.json')
     for key, value in runner.model.student.state_dict().items():
         assert torch.equal(value, hooked_kd_run['state'][key]), key
+
+
+# ---------------------------------------------------------------- several teachers
+def tiny_mt_model() -> dict:
+    """Tiny student, two untrained teachers of different widths, KD from both."""
+    return dict(
+        type='MultiTeacherDistiller',
+        student=tiny_classifier(depth=8, widths=STUDENT_WIDTHS),
+        teachers=dict(t1=dict(tiny_classifier(depth=14, widths=TEACHER_WIDTHS), checkpoint=None),
+                      t2=dict(tiny_classifier(depth=8, widths=(8, 8, 12, 12)),
+                              checkpoint=None)),
+        recorders=dict(logits=dict(type='ModuleOutputs', source='head.fc')),
+        losses=dict(loss_kd=dict(type='MultiTeacherKDLoss', student='student.logits',
+                                 teacher=['t1.logits', 't2.logits'], tau=4)),
+        dry_run_shape=(1, 28, 28))
+
+
+@pytest.fixture(scope='module')
+def hooked_mt_run(tmp_path_factory, fashion_mnist_root):
+    """A tiny two-teacher run of 1 epoch with the hook: its work dir and runner."""
+    work_dir = tmp_path_factory.mktemp('kq_mt') / 'mt_seed0'
+    with pytest.warns(UserWarning, match='randomly initialised'):
+        runner = Runner.from_cfg(hook_cfg(work_dir, fashion_mnist_root, tiny_mt_model(),
+                                          epochs=1, train_samples=64, val_samples=32,
+                                          num_images=4))
+    runner.train()
+    return dict(work_dir=work_dir, runner=runner)
+
+
+def test_hook_measures_each_of_several_teachers(hooked_mt_run):
+    work_dir = str(hooked_mt_run['work_dir'])
+    with open(osp.join(work_dir, 'knowledge_quantification.json')) as f:
+        record = json.load(f)
+    assert record['teacher'] is None  # no single teacher: readers of 'teacher' see none
+    teachers = record['teachers']
+    assert list(teachers) == ['teacher/t1', 'teacher/t2']
+    for measured in teachers.values():
+        assert torch.tensor(measured['entropy']).shape == (4, 7, 7)
+        assert set(measured['summary']) >= {'N_fg', 'N_bg', 'lambda'}
+        assert measured['seconds'] > 0
+    assert [e['epoch'] for e in record['student']['epochs']] == [1]
+
+    # Each map is its own teacher's, on the probe images: measured again here, it matches.
+    runner = hooked_mt_run['runner']
+    settings = ProbeSettings(num_images=4, steps=4)
+    inputs, _, indices, _ = build_probe_set(runner.val_loop.dataloader.dataset,
+                                            runner.model.data_preprocessor, settings.num_images,
+                                            settings.probe_seed, settings.grid,
+                                            settings.foreground_threshold)
+    assert indices == record['probe_indices']
+    for name, net in runner.model.teachers.items():
+        entropy = measure_entropy(net, 'backbone.layer3', inputs, name, **settings.sigma_kwargs)
+        stored = torch.tensor(teachers[f'teacher/{name}']['entropy'])
+        assert torch.allclose(stored, entropy, atol=1e-4), name
+    t1, t2 = (torch.tensor(teachers[f'teacher/{n}']['entropy']) for n in ('t1', 't2'))
+    assert not torch.allclose(t1, t2)
+
+    scalars = []
+    for path in glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
+        with open(path) as f:
+            scalars += [json.loads(line) for line in f]
+    for name in ('t1', 't2'):
+        logged = [s for s in scalars if f'knowledge/teacher/{name}/N_fg' in s]
+        assert len(logged) == 1 and logged[0]['step'] == 0, name
+        assert logged[0][f'knowledge/teacher/{name}/N_fg'] == pytest.approx(
+            teachers[f'teacher/{name}']['summary']['N_fg'])
+    assert not any('knowledge/teacher/N_fg' in s for s in scalars)
+    assert [s['step'] for s in scalars if 'knowledge/weight_distance' in s] == [1]
+
+
+def test_tools_show_each_teacher(hooked_mt_run, monkeypatch, capsys):
+    work_dir = hooked_mt_run['work_dir']
+    tool = load_tool('quantify_knowledge')
+    monkeypatch.setattr(sys, 'argv', ['quantify_knowledge.py', f'MT={work_dir}'])
+    tool.main()
+    rows = capsys.readouterr().out.splitlines()
+    with open(work_dir / 'knowledge_quantification.json') as f:
+        teachers = json.load(f)['teachers']
+    for prefix in ('teacher/t1', 'teacher/t2'):
+        row = next(line for line in rows if line.startswith(f'| {prefix} |'))
+        assert f'| {teachers[prefix]["summary"]["N_fg"]:.2f} |' in row
+    assert any(line.startswith('| MT | 1 |') for line in rows)
+
+    # The checkpoint tool measures the student and each teacher of the run's last checkpoint.
+    tool = load_tool('quantify_checkpoints')
+    monkeypatch.setattr(sys, 'argv', ['quantify_checkpoints.py', str(work_dir / 'epoch_1.pth')])
+    with pytest.warns(UserWarning, match='randomly initialised'):
+        tool.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| ')]
+    names = [line.split(' | ')[0][2:] for line in rows[1:]]
+    assert names == ['teacher/t1', 'teacher/t2', 'mt']
+
+
+def test_checkpoint_tool_measures_each_cohort_member(tmp_path, fashion_mnist_root, monkeypatch,
+                                                     capsys):
+    # What the hook's refusal of a cohort points to: the tool, on a cohort's checkpoint.
+    work_dir = tmp_path / 'dml_seed0'
+    work_dir.mkdir()
+    Config(runner_cfg(str(work_dir), fashion_mnist_root, tiny_cohort(), val_samples=32)).dump(
+        str(work_dir / 'run.py'))
+    cohort = MODELS.build(tiny_cohort())
+    cohort.init_weights()
+    torch.save(dict(state_dict=cohort.state_dict(), meta=dict()), str(work_dir / 'epoch_1.pth'))
+    monkeypatch.setattr(sys, 'argv', ['quantify_checkpoints.py', str(work_dir / 'epoch_1.pth')])
+    load_tool('quantify_checkpoints').main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| ')]
+    assert [line.split(' | ')[0][2:] for line in rows[1:]] == ['dml/a', 'dml/b']
+    a, b = (line.split(' | ')[2:] for line in rows[1:])
+    assert a != b  # two members, two measurements

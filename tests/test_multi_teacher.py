@@ -10,12 +10,11 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
 
-from mmkd.distillers import DistillerConfigError
+from mmkd.distillers import TEACHER, DistillerConfigError, RecordRef, nets_of
 from mmkd.losses import KDLoss, MultiTeacherKDLoss
 from mmkd.registry import MODELS
 
-from conftest import (REPO, STUDENT_WIDTHS, TEACHER_WIDTHS, kd_model, runner_cfg,
-                      tiny_classifier)
+from conftest import REPO, STUDENT_WIDTHS, TEACHER_WIDTHS, kd_model, runner_cfg, tiny_classifier
 
 P1 = [0.5, 0.25, 0.25]
 P2 = [0.25, 0.25, 0.5]
@@ -203,7 +202,7 @@ def test_each_teacher_runs_only_as_far_as_its_records(teachers):
     samples = [DataSample().set_gt_label(i) for i in range(4)]
     losses = model(torch.randn(4, 1, 28, 28), samples, mode='loss')
     assert set(losses) == {'loss', 'loss_hint'} and calls == []
-    assert set(model.teacher_groups()) == {'t1'}
+    assert {n.name for n in nets_of(model, TEACHER) if n.runs_in_step} == {'t1'}
 
 
 def assert_records_are_outputs(x: torch.Tensor, pairs) -> None:
@@ -216,14 +215,15 @@ def assert_records_are_outputs(x: torch.Tensor, pairs) -> None:
 
 def test_list_references_give_the_loss_every_value_in_order(teachers):
     model = MODELS.build(mt_model(*teachers))
-    assert model.loss_inputs['loss_kd']['teacher'] == [('t1', 'logits'), ('t2', 'logits')]
+    assert model.loss_inputs['loss_kd']['teacher'] == [RecordRef('t1', 'logits'),
+                                                       RecordRef('t2', 'logits')]
     x = torch.randn(3, 1, 28, 28)
     model.run_teachers(x)
     with model.student_records.recording():
         model.student(x, mode='tensor')
     got = model.compute_distill_losses()['loss_kd']
     s = model.student_records.values()['logits']
-    t1, t2 = (model.teacher_groups()[name].values()['logits'] for name in ('t1', 't2'))
+    t1, t2 = (model.records[name].values()['logits'] for name in ('t1', 't2'))
     assert_records_are_outputs(x, [(s, model.student), (t1, model.teachers['t1']),
                                    (t2, model.teachers['t2'])])
     loss = MultiTeacherKDLoss(combine='geometric', weights=[2, 1], tau=4, loss_weight=0.9)
@@ -241,7 +241,7 @@ def test_a_single_teacher_distiller_takes_a_list_reference_too(teachers):
         model.student(x, mode='tensor')
     got = model.compute_distill_losses()['loss_kd']
     s = model.student_records.values()['logits']
-    t = model.teacher_groups()['teacher'].values()['logits']
+    t = model.records['teacher'].values()['logits']
     assert_records_are_outputs(x, [(s, model.student), (t, model.teacher)])
     # The same KL by two formulas (log of mixed probabilities, log_softmax): float32
     # round-off of ~1e-7 on each log-probability, times tau^2 = 16.
@@ -288,6 +288,7 @@ def test_bad_multi_teacher_configs_are_named(teachers, overrides, message):
 ])
 def test_multi_teacher_configs_build(name, combine):
     from mmengine.registry import DefaultScope
+
     from mmkd.distillers import load_config
     cfg = load_config(osp.join(REPO, 'configs', 'multi_teacher', name))
     assert cfg.model.teachers.r56.checkpoint == 'work_dirs/resnet56_fashionmnist/epoch_4.pth'

@@ -1,8 +1,8 @@
 """OFD: margins, partial L2, pre-ReLU positions, connectors, teacher BN mode, a real run."""
 import glob
 import math
-from contextlib import ExitStack
 import os.path as osp
+from contextlib import ExitStack
 
 import pytest
 import torch
@@ -10,13 +10,14 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from torch import nn
 
-from conftest import STUDENT_WIDTHS, runner_cfg, tiny_classifier
 from mmkd.connectors import MarginReLU, margin_from_bn
 from mmkd.distillers import DistillerConfigError
 from mmkd.losses import OFDLoss
-from mmkd.recorders import ModuleOutputs, StageFeatures
+from mmkd.recorders import ModuleInputs, ModuleOutputs, StageFeatures
 from mmkd.registry import MODELS
 from mmkd.utils.checkpoint import safe_torch_load
+
+from conftest import STUDENT_WIDTHS, runner_cfg, tiny_classifier
 
 
 def numeric_margin(gamma: float, beta: float) -> float:
@@ -98,6 +99,7 @@ def _backbones():
     from mmdet.models.backbones import ResNet as DetResNet
     from mmpretrain.models.backbones import ResNet, ResNet_CIFAR, ResNetV1d
     from mmseg.models.backbones import ResNetV1c
+
     from mmkd.models.backbones import CIFARResNet, WideResNet
     small = dict(depth=18, base_channels=8, stem_channels=8)  # PyTorch's default init
     return {
@@ -130,16 +132,25 @@ def test_pre_relu_positions_hold_negative_values_and_feed_the_relu(name):
     rec = StageFeatures().attach(model)
     outputs = [ModuleOutputs(p, clone=True).attach(model) for p in rec.stage_paths]
     x = torch.randn(2, 3, 32, 32)
-    for _ in range(2):  # the first forward finds the positions, the second uses them
-        with ExitStack() as stack:
-            for recorder in [rec, *outputs]:
-                stack.enter_context(recorder)
-            model(x)
+    assert not rec.located
+    with torch.no_grad(), rec.probe():  # one forward finds the positions, once
+        model(x)
+    with ExitStack() as stack:
+        for recorder in [rec, *outputs]:
+            stack.enter_context(recorder)
+        model(x)
     feats = rec.get()
     assert len(feats) == num_stages
     for feat, path in zip(feats, rec.stage_paths):
         assert (feat < 0).any(), f'{name}: no negative value at {path}'
-    post_activation = not any(plan.after_stage for plan in rec._plans)
+    # Each position is an ordinary module recorder: a rectifier's input at a call index.
+    for feat, position in zip(feats, rec.positions()):
+        plain = ModuleInputs(position.path, call_index=position.call_index, clone=True)
+        with plain.attach(model):
+            model(x)
+        assert position.is_input and torch.equal(plain.get(), feat)
+    post_activation = all(p.path.startswith(stage + '.')
+                          for p, stage in zip(rec.positions(), rec.stage_paths))
     if post_activation:  # the stage output is the ReLU of the recorded tensor
         for feat, out in zip(feats, outputs):
             torch.testing.assert_close(feat.clamp(min=0), out.get())
@@ -155,9 +166,8 @@ def test_pre_activation_net_takes_the_next_bn_relu_input():
     from mmkd.models.backbones import WideResNet
     model = _Wrap(WideResNet(depth=10, widen_factor=1)).eval()
     rec = StageFeatures().attach(model)
-    with rec:
+    with rec.probe():
         model(torch.randn(2, 3, 32, 32))
-    rec.get()
     assert rec.norm_paths() == ['backbone.layer2.0.bn1', 'backbone.layer3.0.bn1',
                                 'backbone.final_bn']
 
@@ -199,7 +209,7 @@ def test_student_connector_initialisation_and_inferred_channels(tiny_teacher):
         expected = math.sqrt(2.0 / c.conv.out_channels)
         assert c.conv.weight.std().item() == pytest.approx(expected, rel=0.35)
     # The margins are those of the loaded teacher's BNs.
-    rec = distiller.teacher_records.recorders['feats']
+    rec = distiller.records['teacher']['feats']
     for margin, bn in zip(distiller.connectors['feats_t'].margins(), rec.norm_layers()):
         torch.testing.assert_close(margin.view(-1), margin_from_bn(bn))
 
@@ -210,10 +220,10 @@ def test_teacher_batch_statistics_leave_running_stats_alone(tiny_teacher):
     distiller.train()
     x = torch.randn(8, 1, 28, 28) * 3 + 1
     distiller.run_teachers(x)
-    batch_feats = [f.clone() for f in distiller.teacher_records.recorders['feats'].get()]
-    distiller.teacher_norm = 'eval'
+    batch_feats = [f.clone() for f in distiller.records['teacher']['feats'].get()]
+    distiller.frozen_teachers['teacher'].norm = 'eval'
     distiller.run_teachers(x)
-    eval_feats = distiller.teacher_records.recorders['feats'].get()
+    eval_feats = distiller.records['teacher']['feats'].get()
     assert not torch.allclose(batch_feats[0], eval_feats[0])
     for key, value in distiller.teacher.state_dict().items():
         assert torch.equal(value, before[key]), key

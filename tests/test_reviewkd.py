@@ -8,10 +8,11 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from conftest import REPO, STUDENT_WIDTHS, dist_train, runner_cfg, tiny_classifier
 from mmkd.connectors import ABF, ReviewKDConnector
 from mmkd.losses import HCLLoss
 from mmkd.registry import MODELS
+
+from conftest import REPO, STUDENT_WIDTHS, dist_train, runner_cfg, tiny_classifier
 
 
 def test_hcl_hand_computed_with_skipped_sizes():

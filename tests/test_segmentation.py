@@ -266,6 +266,7 @@ def test_cwd_pspnet_and_tools_test_and_export(tmp_path, voc_root, teachers):
     # The exported student is a plain mmseg checkpoint that predicts as the distiller does.
     from export_student import export_student
     from mmengine.runner import load_checkpoint
+
     from mmkd.distillers.builder import build_model_from_cfg, model_cfg_from
     dst = str(tmp_path / 'student.pth')
     export_student(ckpt, dst)

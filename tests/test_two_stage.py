@@ -11,6 +11,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
 
+from mmkd.distillers import TASK
 from mmkd.engine import StageConfigError, StagedTrainLoop
 from mmkd.registry import MODELS
 
@@ -70,7 +71,8 @@ class StageProbe(Hook):
             epoch=runner.epoch, stage=runner.train_loop.stage_index,
             in_optimizer={n for n, p in runner.model.named_parameters() if id(p) in ids},
             lr=runner.optim_wrapper.get_lr()['lr'][0],
-            task_loss=runner.model.task_loss_scale, scales=dict(runner.model.loss_scales)))
+            task_loss=runner.model.loss_scales.task,
+            scales={k: v for k, v in runner.model.loss_scales.as_dict().items() if k != TASK}))
 
 
 def under(name: str, prefixes) -> bool:
@@ -212,15 +214,14 @@ def test_task_loss_scale_and_switched_off_losses(tiny_teacher):
     base = model(x, copy.deepcopy(samples), mode='loss')
     assert base['loss'].requires_grad and base['loss'] > 0
 
-    model.task_loss_scale = 0.5
+    model.loss_scales.set('test', {TASK: 0.5})
     half = model(x, copy.deepcopy(samples), mode='loss')
     # Each call repeats the forward passes: float32 round-off, not a tolerance on the logic.
     assert half['loss'].item() == pytest.approx(0.5 * base['loss'].item(), rel=1e-5)
     assert half['loss_kd'].item() == pytest.approx(base['loss_kd'].item(), rel=1e-4)
 
     # Task loss off: logged as 0, no gradient through the student's head.
-    model.task_loss_scale = 0
-    model.set_loss_scale(0, ['loss_kd'])
+    model.loss_scales.set('test', {TASK: 0, 'loss_kd': 0})
     off = model(x, copy.deepcopy(samples), mode='loss')
     assert off['loss'].item() == 0 and not off['loss'].requires_grad
     assert off['loss_kd'].item() == 0 and off['loss_hint'] > 0
@@ -231,11 +232,46 @@ def test_task_loss_scale_and_switched_off_losses(tiny_teacher):
     # Every distillation loss off: the teacher does not run at all.
     calls = []
     model.teacher.backbone.register_forward_hook(lambda *args: calls.append(1))
-    model.set_loss_scale(0)
-    model.task_loss_scale = 1.0
+    model.loss_scales.set('test', {'loss_kd': 0, 'loss_hint': 0})
     plain = model(x, copy.deepcopy(samples), mode='loss')
     assert calls == [] and plain['loss_hint'].item() == 0
     assert plain['loss'].item() == pytest.approx(base['loss'].item(), rel=1e-5)
-    model.set_loss_scale(1)
+    model.loss_scales.clear('test')
     model(x, copy.deepcopy(samples), mode='loss')
     assert calls == [1]
+
+
+class ScaleProbe(Hook):
+    """Notes the factor applied to each distillation loss in every iteration."""
+
+    priority = 'LOWEST'  # after the schedule hook has set this iteration's factor
+
+    def __init__(self):
+        self.seen = []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        scales = runner.model.loss_scales
+        self.seen.append((runner.epoch, batch_idx, scales['loss_hint'], scales['loss_kd'],
+                          scales.task))
+
+
+def test_stages_and_a_loss_schedule_compose(tmp_path, fashion_mnist_root, tiny_teacher):
+    """The stage switches losses on and off, the hook warms loss_kd up: the applied
+    factor is their product, so the warm-up never revives a loss a stage turned off."""
+    cfg = staged_cfg(str(tmp_path), fashion_mnist_root, tiny_teacher)
+    cfg['custom_hooks'] = [dict(type='DistillLossScheduleHook', warmup=3, losses=['loss_kd'])]
+    probe = ScaleProbe()
+    train(cfg, probe)
+    assert len(probe.seen) == 12  # 3 epochs of 4 iterations
+    for epoch, batch, hint, kd, task in probe.seen:
+        warmup = min(1.0, (epoch + (batch + 1) / 4) / 3)
+        if epoch == 0:  # stage 'hint': loss_kd and the task loss off whatever the warm-up
+            assert (hint, kd, task) == (1.0, 0.0, 0.0)
+        else:  # stage 'kd': the hint off, loss_kd at the warm-up factor
+            assert (hint, task) == (0.0, 1.0)
+            assert kd == pytest.approx(warmup)
+    lines = [line for line in scalars(str(tmp_path)) if 'loss_kd' in line]
+    assert all(line['loss_kd'] == 0 for line in lines if line['epoch'] == 1)
+    assert all(line['loss_kd'] > 0 for line in lines if line['epoch'] > 1)
+    assert sorted({round(line['distill_scale'], 6) for line in lines if line['epoch'] == 1}) == \
+        [round(0.25 * (b + 1) / 3, 6) for b in range(4)]

@@ -3,7 +3,7 @@
 A distillation step cannot cost less than one training step of the student
 plus one inference pass of each teacher on the same batch (for a cohort of
 nets that learn from each other: the sum of the members' training steps).
-This module times, in one run and on the same batches:
+This module times, on the same batches:
 
 * the *limit legs*: (a) the student's training step alone (a copy of the
   student with its own optimizer: forward, loss, backward, step), (b) each
@@ -16,32 +16,26 @@ result holds the median and interquartile range of each leg, the ratio
 ``c / (a + b)``, the peak memory of each leg, and parameter counts
 (connectors are the learnable parts a method adds).
 
-Models plug in through *limit builders*: functions that return the legs of
-a model, or ``None`` when they do not know it. Those for plain models,
-teacher-student distillers (``.student`` plus ``.teacher`` or
-``.teachers``) and cohorts (``.members``) are built in; register others
-with :func:`register_limit_builder`.
+The legs of a model come from :func:`~mmkd.distillers.nets_of`, so every
+kind of model (plain, teacher-student, self-distilling, cohort) is measured
+the same way. The driver that loads a config and prints the report is
+``tools/benchmark/distill_overhead.py``.
 """
 import copy
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 import torch
-from mmengine.config import Config, ConfigDict
-from mmengine.device import get_device
+from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope
-from mmengine.runner import Runner
 from mmengine.runner.amp import autocast
 from torch import nn
 
-from mmkd.engine.optimizers import mixed_precision_cfg
-from mmkd.registry import MODELS
-from .memory import peak_memory_of
+from mmkd.distillers import MEMBER, STUDENT, TEACHER, DistillationModel, Distiller, Net, nets_of
+from mmkd.utils import unwrap
 
 LIMIT = 'limit'
 STEP = 'step'
@@ -69,7 +63,7 @@ class Leg:
 
 @dataclass
 class BenchContext:
-    """What limit builders need besides the model.
+    """What building the legs needs besides the model.
 
     Args:
         optim_wrapper: Optim wrapper config for every training leg (AMP
@@ -81,7 +75,8 @@ class BenchContext:
     device: str = 'cpu'
     amp_dtype: Optional[torch.dtype] = None
 
-    def autocast(self):
+    def autocast(self) -> ContextManager:
+        """Autocast to ``amp_dtype`` on the device, or nothing without AMP."""
         if self.amp_dtype is None:
             return nullcontext()
         return autocast(device_type=self.device.split(':')[0], dtype=self.amp_dtype)
@@ -89,7 +84,18 @@ class BenchContext:
 
 def train_step_leg(name: str, label: str, net: nn.Module, ctx: BenchContext,
                    role: str = LIMIT) -> Leg:
-    """A leg that runs ``net.train_step`` with its own optim wrapper."""
+    """A leg that runs ``net.train_step`` with its own optim wrapper.
+
+    Args:
+        name: The leg's key.
+        label: The leg's label.
+        net: A model with ``train_step`` (set to train mode here).
+        ctx: Gives the optim wrapper config.
+        role: ``'limit'`` or ``'step'``.
+
+    Returns:
+        The leg.
+    """
     net.train()
     optim_wrapper = build_optim_wrapper(net, copy.deepcopy(ctx.optim_wrapper))
     return Leg(name, label, role, lambda batch: net.train_step(batch, optim_wrapper))
@@ -98,7 +104,19 @@ def train_step_leg(name: str, label: str, net: nn.Module, ctx: BenchContext,
 def inference_leg(name: str, label: str, net: nn.Module, preprocessor: nn.Module,
                   ctx: BenchContext) -> Leg:
     """A leg that runs ``net`` in eval mode under ``no_grad`` on preprocessed
-    inputs (preprocessing is untimed: the step does it once for all nets)."""
+    inputs (preprocessing is untimed: the step does it once for all nets).
+
+    Args:
+        name: The leg's key.
+        label: The leg's label.
+        net: The network (set to eval mode here); called with
+            ``mode='tensor'``.
+        preprocessor: The data preprocessor of the model the net is part of.
+        ctx: Gives the autocast of AMP runs.
+
+    Returns:
+        The leg.
+    """
     net.eval()
 
     def prepare(batch: dict) -> dict:
@@ -112,58 +130,20 @@ def inference_leg(name: str, label: str, net: nn.Module, preprocessor: nn.Module
     return Leg(name, label, LIMIT, run, prepare)
 
 
-def teachers_of(model: nn.Module) -> Dict[str, nn.Module]:
-    """The teachers a distiller runs in a step, by name.
-
-    Reads ``model.teachers`` (name -> net) or ``model.teacher``; where the
-    model has ``teacher_groups()``, keeps the teachers that have records
-    (the others never run).
-    """
-    nets = getattr(model, 'teachers', None)
-    if not isinstance(nets, (dict, nn.ModuleDict)):
-        teacher = getattr(model, 'teacher', None)
-        nets = {'teacher': teacher} if isinstance(teacher, nn.Module) else {}
-    nets = dict(nets)
-    if hasattr(model, 'teacher_groups'):
-        running = model.teacher_groups()
-        nets = {name: net for name, net in nets.items() if name in running}
-    return nets
-
-
-def members_of(model: nn.Module) -> Dict[str, nn.Module]:
-    """The nets of a cohort (``model.members``: name -> net, or a list)."""
-    members = getattr(model, 'members', None)
-    if isinstance(members, (dict, nn.ModuleDict)):
-        return dict(members)
-    if isinstance(members, (list, tuple, nn.ModuleList)):
-        return {str(i): m for i, m in enumerate(members)}
-    return {}
-
-
-def plain_legs(model: nn.Module, ctx: BenchContext) -> List[Leg]:
-    """A model that does not distil: its own training step, (a) only."""
-    return [train_step_leg('student', '(a) training step', model, ctx)]
-
-
-def teacher_student_legs(model: nn.Module, ctx: BenchContext) -> Optional[List[Leg]]:
-    """(a) a copy of ``model.student``, (b) each teacher, (c) the step."""
-    student = getattr(model, 'student', None)
-    if not isinstance(student, nn.Module):
-        return None
-    legs = [train_step_leg('student', '(a) student train step', copy.deepcopy(student), ctx)]
-    for name, teacher in teachers_of(model).items():
-        key = 'teacher' if name == 'teacher' else f'teacher:{name}'
-        legs.append(inference_leg(key, f'(b) {name} inference', teacher,
-                                  model.data_preprocessor, ctx))
-    legs.append(train_step_leg('distill', '(c) distillation step', model, ctx, role=STEP))
-    return legs
-
-
 def member_optim_wrapper(optim_wrapper: dict, name: str) -> dict:
     """The optim wrapper config of one cohort member trained alone: the
-    shared settings plus its ``members.<name>`` overrides, without the
-    cohort's ``constructor``."""
-    cfg = ConfigDict(copy.deepcopy(dict(optim_wrapper)))
+    shared settings with its ``members.<name>`` overrides merged in (nested
+    dicts key by key, as the cohort's optim wrapper constructor does),
+    without the cohort's ``constructor``.
+
+    Args:
+        optim_wrapper: The config's ``optim_wrapper``.
+        name: The member's name.
+
+    Returns:
+        A plain optim wrapper config.
+    """
+    cfg = Config(copy.deepcopy(dict(optim_wrapper)))
     cfg.pop('constructor', None)
     overrides = dict(cfg.pop('members', None) or {})
     if name in overrides:
@@ -171,47 +151,52 @@ def member_optim_wrapper(optim_wrapper: dict, name: str) -> dict:
     return cfg.to_dict()
 
 
-def cohort_legs(model: nn.Module, ctx: BenchContext) -> Optional[List[Leg]]:
-    """(a) a copy of each member trained alone, (c) the cohort's step."""
-    members = members_of(model)
-    if not members:
-        return None
-    legs = []
-    for name, net in members.items():
-        alone = BenchContext(member_optim_wrapper(ctx.optim_wrapper, name), ctx.device,
-                             ctx.amp_dtype)
-        legs.append(train_step_leg(f'member:{name}', f'(a) {name} train step',
-                                   copy.deepcopy(net), alone))
-    legs.append(train_step_leg('distill', '(c) cohort step', model, ctx, role=STEP))
-    return legs
+def _distils(model: nn.Module) -> bool:
+    """Whether ``model`` is a distiller or cohort (and so has a (c) step)."""
+    return isinstance(unwrap(model), DistillationModel)
 
 
-LimitBuilder = Callable[[nn.Module, BenchContext], Optional[List[Leg]]]
-LIMIT_BUILDERS: List[LimitBuilder] = [cohort_legs, teacher_student_legs]
-
-
-def register_limit_builder(builder: LimitBuilder) -> LimitBuilder:
-    """Add a limit builder, tried before the built-in ones.
-
-    Example:
-        >>> @register_limit_builder
-        ... def self_distiller_legs(model, ctx):
-        ...     if not isinstance(model, MySelfDistiller):
-        ...         return None
-        ...     return [train_step_leg('student', '(a) plain step', copy.deepcopy(model.net), ctx),
-        ...             train_step_leg('distill', '(c) step', model, ctx, role=STEP)]
-    """
-    LIMIT_BUILDERS.insert(0, builder)
-    return builder
+def _limit_legs(net: Net, model: nn.Module, ctx: BenchContext) -> List[Leg]:
+    """The limit legs of one net of a distillation model."""
+    if net.role == STUDENT:
+        key = STUDENT if net.name == STUDENT else f'{STUDENT}:{net.name}'
+        return [train_step_leg(key, f'(a) {net.name} train step', copy.deepcopy(net.module),
+                               ctx)]
+    if net.role == TEACHER:
+        if not net.runs_in_step:
+            return []
+        key = TEACHER if net.name == TEACHER else f'{TEACHER}:{net.name}'
+        return [inference_leg(key, f'(b) {net.name} inference', net.module,
+                              unwrap(model).data_preprocessor, ctx)]
+    alone = BenchContext(member_optim_wrapper(ctx.optim_wrapper, net.name), ctx.device,
+                         ctx.amp_dtype)
+    return [train_step_leg(f'{MEMBER}:{net.name}', f'(a) {net.name} train step',
+                           copy.deepcopy(net.module), alone)]
 
 
 def legs_for(model: nn.Module, ctx: BenchContext) -> List[Leg]:
-    """The legs of ``model``: from the first limit builder that knows it."""
-    for builder in LIMIT_BUILDERS:
-        legs = builder(model, ctx)
-        if legs is not None:
-            return legs
-    return plain_legs(model, ctx)
+    """The legs of ``model``, from :func:`~mmkd.distillers.nets_of`.
+
+    A plain model gives its own training step, (a) only. A distiller gives
+    (a) a copy of each student trained alone, (b) the inference of each
+    teacher that runs in a step (one with records) and (c) the model's own
+    step; a cohort gives (a) a copy of each member trained alone (with its
+    ``members.<name>`` optimizer overrides) and (c) the cohort's step.
+
+    Args:
+        model: The model, on its device.
+        ctx: Optim wrapper config, device and AMP of the run.
+
+    Returns:
+        The limit legs, then the step leg if there is one.
+    """
+    if not _distils(model):
+        return [train_step_leg(STUDENT, '(a) training step', model, ctx)]
+    nets = nets_of(model)
+    legs = [leg for net in nets for leg in _limit_legs(net, model, ctx)]
+    step = 'cohort' if any(net.role == MEMBER for net in nets) else 'distillation'
+    legs.append(train_step_leg('distill', f'(c) {step} step', model, ctx, role=STEP))
+    return legs
 
 
 # ---------------------------------------------------------------------- timing
@@ -226,10 +211,12 @@ class LegResult:
 
     @property
     def median(self) -> float:
+        """Median of the times."""
         return statistics.median(self.times)
 
     @property
     def iqr(self) -> float:
+        """Interquartile range of the times (0 for fewer than two)."""
         if len(self.times) < 2:
             return 0.0
         q1, _, q3 = statistics.quantiles(self.times, n=4, method='inclusive')
@@ -239,25 +226,6 @@ class LegResult:
 def _sync(device: str) -> None:
     if device.startswith('cuda'):
         torch.cuda.synchronize()
-
-
-def _progress_printer(stream=sys.stderr) -> Callable[[int, int, int, Dict[str, float]], None]:
-    """Prints one progress line (rewritten in place on a terminal)."""
-    tty = stream.isatty()
-
-    def show(done: int, total: int, warmup: int, last: Dict[str, float]) -> None:
-        phase = 'warm-up' if done <= warmup else 'timed'
-        count = done if done <= warmup else done - warmup
-        of = warmup if done <= warmup else total - warmup
-        legs = '  '.join(f'{k} {v:.3f}s' for k, v in last.items())
-        line = f'[overhead] {phase} {count}/{of}  {legs}'
-        if tty:
-            stream.write('\r' + line.ljust(100) + ('\n' if done == total else ''))
-        elif done == total or done == warmup or count % max(1, of // 5) == 0:
-            stream.write(line + '\n')
-        stream.flush()
-
-    return show
 
 
 def time_legs(legs: Sequence[Leg], batches: Sequence[dict], warmup: int, iters: int,
@@ -309,33 +277,34 @@ def time_legs(legs: Sequence[Leg], batches: Sequence[dict], warmup: int, iters: 
 def count_parameters(model: nn.Module) -> Dict[str, int]:
     """Parameters of the nets and what distillation adds.
 
+    Args:
+        model: The model measured.
+
     Returns:
-        ``student`` / ``teachers`` / ``members`` (whichever exist),
-        ``connectors`` (the model's ``connectors`` module), and
-        ``extra_trainable``: trainable parameters outside the student(s),
-        e.g. connectors plus learnable parts of losses. A plain model gives
-        ``model`` only.
+        ``student`` / ``members`` (whichever exist), ``teachers`` (those
+        that run in a step, if any), ``connectors`` (a distiller's
+        ``connectors``; 0 for a cohort), and ``extra_trainable``: trainable
+        parameters outside the student(s), e.g. connectors plus learnable
+        parts of losses. A plain model gives ``model`` only.
     """
 
     def count(module: nn.Module, trainable: bool = False) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
-    members = members_of(model)
-    student = getattr(model, 'student', None)
-    if not members and not isinstance(student, nn.Module):
+    if not _distils(model):
         return dict(model=count(model))
     counts: Dict[str, int] = {}
-    if members:
-        counts['members'] = sum(count(m) for m in members.values())
-        own = sum(count(m, True) for m in members.values())
-    else:
-        counts['student'] = count(student)
-        own = count(student, True)
-    teachers = teachers_of(model)
+    own = 0
+    for role, key in ((MEMBER, 'members'), (STUDENT, 'student')):
+        nets = nets_of(model, role)
+        if nets:
+            counts[key] = sum(count(n.module) for n in nets)
+            own += sum(count(n.module, True) for n in nets)
+    teachers = [n for n in nets_of(model, TEACHER) if n.runs_in_step]
     if teachers:
-        counts['teachers'] = sum(count(t) for t in teachers.values())
-    connectors = getattr(model, 'connectors', None)
-    counts['connectors'] = count(connectors) if isinstance(connectors, nn.Module) else 0
+        counts['teachers'] = sum(count(n.module) for n in teachers)
+    inner = unwrap(model)
+    counts['connectors'] = count(inner.connectors) if isinstance(inner, Distiller) else 0
     counts['extra_trainable'] = count(model, True) - own
     return counts
 
@@ -374,6 +343,7 @@ class OverheadResult:
         return [c / lim for c, lim in zip(steps[0].times, limits)]
 
     def to_dict(self) -> Dict[str, Any]:
+        """The figures, every time included (what ``--out`` writes)."""
         ratios = self.ratios
         return dict(
             config=self.config, settings=self.settings, parameters=self.parameters,
@@ -416,100 +386,3 @@ class OverheadResult:
         shown = ', '.join(f'{k} {v:,}' for k, v in self.parameters.items())
         lines.append(f'parameters: {shown}')
         return '\n'.join(lines)
-
-
-# ---------------------------------------------------------------------- driver
-def load_batches(cfg: Config, count: int, batch_size: Optional[int] = None) -> List[dict]:
-    """The first ``count`` batches of the config's training dataloader
-    (built in this process, shuffled with seed 0)."""
-    loader_cfg = copy.deepcopy(cfg.train_dataloader)
-    loader_cfg.update(num_workers=0, persistent_workers=False)
-    if batch_size is not None:
-        loader_cfg['batch_size'] = batch_size
-    batches = []
-    for batch in Runner.build_dataloader(loader_cfg, seed=0):
-        batches.append(batch)
-        if len(batches) == count:
-            break
-    if not batches:
-        raise ValueError('the training dataloader of the config gave no batch.')
-    return batches
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """The config's model, built as the Runner builds it (top-level data
-    preprocessor merged in, weights initialised)."""
-    model_cfg = copy.deepcopy(cfg.model)
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    model = MODELS.build(model_cfg)
-    if hasattr(model, 'init_weights'):
-        model.init_weights()
-    return model
-
-
-def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
-                     warmup: int = 3, iters: int = 20, amp: bool = False,
-                     channels_last: bool = False, device: Optional[str] = None,
-                     max_batches: int = 32, memory: bool = True, threads: Optional[int] = None,
-                     progress: Union[bool, Callable] = True) -> OverheadResult:
-    """Measure the overhead of a config's training step over its limit.
-
-    Args:
-        cfg: Config (or its path, ``mmkd::`` paths included).
-        batch_size: Overrides the training dataloader's.
-        warmup: Untimed rounds.
-        iters: Timed rounds.
-        amp: Mixed precision: the config's optim wrapper through
-            :func:`~mmkd.engine.mixed_precision_cfg` (bf16 autocast on CPU);
-            inference legs autocast alike.
-        channels_last: Nets (and so their activations) in channels-last.
-        device: Default: the device MMEngine would train on.
-        max_batches: Distinct batches loaded (reused cyclically).
-        memory: Also measure each leg's peak memory (one untimed call each).
-        threads: ``torch.set_num_threads`` for the run (default: as set).
-        progress: Print progress to stderr (or a callable, see
-            :func:`time_legs`).
-
-    Returns:
-        :class:`OverheadResult`; ``print(result.format())`` shows it.
-
-    Example:
-        >>> result = measure_overhead('configs/kd/kd_resnet56_resnet8_fashionmnist.py', iters=20)
-        >>> print(result.format())
-    """
-    from mmkd.distillers import load_config
-    from mmkd.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    path = cfg if isinstance(cfg, str) else (cfg.filename or '<config>')
-    cfg = load_config(cfg) if isinstance(cfg, str) else cfg
-    device = device or get_device()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmkd')):
-        batches = load_batches(cfg, min(max_batches, warmup + iters), batch_size)
-        model = build_model(cfg).to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optim_cfg = copy.deepcopy(cfg.optim_wrapper.to_dict() if hasattr(
-            cfg.optim_wrapper, 'to_dict') else dict(cfg.optim_wrapper))
-        amp_dtype = None
-        if amp:
-            optim_cfg = mixed_precision_cfg(optim_cfg, device.split(':')[0])
-            amp_dtype = getattr(torch, str(optim_cfg.get('dtype') or 'float16'))
-        ctx = BenchContext(optim_cfg, device, amp_dtype)
-        legs = legs_for(model, ctx)
-        show = _progress_printer() if progress is True else (progress or None)
-        results = time_legs(legs, batches, warmup, iters, device, show)
-        if memory:
-            for leg, result in zip(legs, results):
-                prepared = leg.prepare(batches[0])
-                result.peak_memory = peak_memory_of(lambda: leg.run(prepared), device)
-    first = batches[0]['inputs']
-    size = len(first) if isinstance(first, (list, tuple)) else first.shape[0]
-    settings = dict(device=device, threads=torch.get_num_threads(), batch_size=size,
-                    warmup=warmup, iters=iters,
-                    precision=f'autocast {amp_dtype}'.replace('torch.', '') if amp else 'fp32',
-                    memory_format='channels_last' if channels_last else 'contiguous')
-    return OverheadResult(path, results, count_parameters(model), settings)

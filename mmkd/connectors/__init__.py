@@ -1,7 +1,13 @@
 """Learnable (student side) and fixed (teacher side) feature transforms."""
 from .abf import ABF
 from .auxiliary_classifier import AuxiliaryClassifier
-from .base import BaseConnector, ConnectorConfigError, channels_of, infer_connector_config
+from .base import (
+    BaseConnector,
+    ConnectorConfigError,
+    RecordFacts,
+    channels_of,
+    infer_connector_config,
+)
 from .connector_list import ConnectorList
 from .conv_bn import ConvBNConnector
 from .identity import IdentityConnector
@@ -10,4 +16,5 @@ from .review import ReviewKDConnector
 
 __all__ = ['ABF', 'AuxiliaryClassifier', 'BaseConnector', 'ConnectorConfigError',
            'ConnectorList', 'ConvBNConnector', 'IdentityConnector', 'MarginReLU',
-           'ReviewKDConnector', 'channels_of', 'infer_connector_config', 'margin_from_bn']
+           'RecordFacts', 'ReviewKDConnector', 'channels_of', 'infer_connector_config',
+           'margin_from_bn']

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from mmkd.registry import MODELS
+
 from .base import BaseConnector
 
 

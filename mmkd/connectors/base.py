@@ -1,9 +1,11 @@
 """Base class of connectors, and how their sizes are inferred from records."""
 import inspect
+from dataclasses import dataclass
 from typing import Any, List, Optional, Union
 
 import torch
 from mmengine.model import BaseModule
+from torch import nn
 
 
 class ConnectorConfigError(ValueError):
@@ -22,17 +24,32 @@ def channels_of(value: Any) -> Union[int, List[int]]:
     raise ConnectorConfigError(f'cannot read channels from a {type(value).__name__}.')
 
 
+@dataclass(frozen=True)
+class RecordFacts:
+    """What the distiller knows about a connector's input besides its dry-run value.
+
+    Args:
+        net: The net the input record is taken from (``None`` when the input
+            is another connector's output).
+        norm_layers: The normalisation layer that produced each item of the
+            record, where the recorder found it (e.g. the BN before each
+            stage's ReLU, from :class:`~mmkd.recorders.StageFeatures`).
+    """
+    net: Optional[nn.Module] = None
+    norm_layers: Optional[List[Optional[nn.Module]]] = None
+
+
 def infer_connector_config(cls: type, cfg: dict, source: Any, like: Any = None,
-                           recorder=None, model=None) -> dict:
+                           facts: RecordFacts = RecordFacts()) -> dict:
     """Fill the arguments of a connector config that the records determine.
 
-    Uses ``cls.infer_config`` when the class has one (every
-    :class:`BaseConnector` does), else :meth:`BaseConnector.infer_config`.
+    A :class:`BaseConnector` completes its own config
+    (:meth:`BaseConnector.infer_config`); any other module registered as a
+    connector gets the default: channels from ``source`` and ``like``.
     """
-    infer = getattr(cls, 'infer_config', None)
-    if infer is None:
-        infer = BaseConnector.infer_config.__func__.__get__(cls)
-    return infer(dict(cfg), source, like, recorder, model)
+    if isinstance(cls, type) and issubclass(cls, BaseConnector):
+        return cls.infer_config(dict(cfg), source, like, facts)
+    return BaseConnector.infer_config.__func__(cls, dict(cfg), source, like, facts)
 
 
 class BaseConnector(BaseModule):
@@ -43,7 +60,8 @@ class BaseConnector(BaseModule):
     should produce (``like='teacher.feat'``). Before building it, the
     distiller calls :meth:`infer_config` with the values of a dry run, so a
     config can leave out what the records tell (channel counts by default;
-    :class:`~mmkd.connectors.MarginReLU` also reads the teacher's BN).
+    :class:`~mmkd.connectors.MarginReLU` also takes the teacher's BN from the
+    record's :class:`RecordFacts`).
     Connectors are trained with the student and are not part of the
     exported student.
     """
@@ -52,16 +70,16 @@ class BaseConnector(BaseModule):
         super().__init__(init_cfg=init_cfg)
 
     @classmethod
-    def infer_config(cls, cfg: dict, source: Any, like: Any = None, recorder=None,
-                     model=None) -> dict:
+    def infer_config(cls, cfg: dict, source: Any, like: Any = None,
+                     facts: RecordFacts = RecordFacts()) -> dict:
         """Complete ``cfg`` from dry-run values.
 
         Args:
             cfg: The connector's config (without ``input`` / ``like``).
-            source: Dry-run value of the ``input`` record (tensor or list).
-            like: Dry-run value of the ``like`` record, if given.
-            recorder: The recorder of ``input`` (None when it is a connector).
-            model: The net that recorder is attached to.
+            source: Dry-run value of the ``input`` reference (tensor or list).
+            like: Dry-run value of the ``like`` reference, if given.
+            facts: What else is known about ``input`` (its net, the
+                normalisation layers behind it).
 
         Returns:
             The completed config. By default ``in_channels`` and

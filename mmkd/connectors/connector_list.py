@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from mmkd.registry import MODELS
-from .base import BaseConnector, ConnectorConfigError, channels_of
+
+from .base import BaseConnector, ConnectorConfigError, RecordFacts, channels_of
 
 
 @MODELS.register_module()
@@ -46,7 +47,7 @@ class ConnectorList(BaseConnector):
             self.items.append(MODELS.build(cfg))
 
     @classmethod
-    def infer_config(cls, cfg, source, like=None, recorder=None, model=None):
+    def infer_config(cls, cfg, source, like=None, facts: RecordFacts = RecordFacts()):
         if not isinstance(source, (list, tuple)):
             raise ConnectorConfigError(
                 'ConnectorList reads a list-valued record (e.g. StageFeatures); for a single '

@@ -2,6 +2,7 @@
 import torch
 
 from mmkd.registry import MODELS
+
 from .base import BaseConnector
 
 

@@ -6,7 +6,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmkd.registry import MODELS
-from .base import BaseConnector, ConnectorConfigError, channels_of
+
+from .base import BaseConnector, ConnectorConfigError, RecordFacts, channels_of
 
 #: Below this probability of a negative response the margin is -3 s.
 NEGATIVE_PROBABILITY_FLOOR = 1e-3
@@ -109,34 +110,32 @@ class MarginReLU(BaseConnector):
             self.register_buffer('estimated', torch.zeros(len(channels), dtype=torch.bool))
 
     @classmethod
-    def infer_config(cls, cfg, source, like=None, recorder=None, model=None):
+    def infer_config(cls, cfg, source, like=None, facts: RecordFacts = RecordFacts()):
         cfg.setdefault('channels', channels_of(source))
         if cfg.get('margins') is not None or cfg.get('estimate'):
             return cfg
-        norms = cfg.get('norms')
+        norms = cfg.pop('norms', None)
         if norms is not None:
-            if model is None:
+            if facts.net is None:
                 raise ConnectorConfigError('MarginReLU norms=... are paths in the net of its '
                                            'input record; its input is not a record.')
-            modules = dict(model.named_modules())
+            modules = dict(facts.net.named_modules())
             unknown = [p for p in norms if p not in modules]
             if unknown:
                 raise ConnectorConfigError(f'MarginReLU: no module(s) {unknown} in the teacher.')
             layers = [modules[p] for p in norms]
-        elif hasattr(recorder, 'norm_layers'):
-            layers = recorder.norm_layers()
-            if any(layer is None for layer in layers):
-                paths = getattr(recorder, 'stage_paths', '?')
+        elif facts.norm_layers is not None:
+            layers = list(facts.norm_layers)
+            missing = [i for i, layer in enumerate(layers) if layer is None]
+            if missing:
                 raise ConnectorConfigError(
-                    f'MarginReLU: no BatchNorm produces the pre-ReLU feature of stage(s) '
-                    f'{[p for p, layer in zip(paths, layers) if layer is None]}; give '
-                    'norms=[...] or estimate=True.')
+                    f'MarginReLU: no BatchNorm produces the pre-ReLU feature of item(s) {missing} '
+                    'of its input; give norms=[...] or estimate=True.')
         else:
             raise ConnectorConfigError(
                 'MarginReLU cannot find the BN before the ReLU of its input record: record it '
                 'with StageFeatures, or give norms=[<BN paths in the teacher>] or '
                 'estimate=True.')
-        cfg.pop('norms', None)
         cfg['margins'] = [margin_from_bn(layer).tolist() for layer in layers]
         return cfg
 

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from mmkd.registry import MODELS
+
 from .abf import ABF
-from .base import BaseConnector, ConnectorConfigError, channels_of
+from .base import BaseConnector, ConnectorConfigError, RecordFacts, channels_of
 
 
 @MODELS.register_module()
@@ -53,7 +54,7 @@ class ReviewKDConnector(BaseConnector):
             for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels)))
 
     @classmethod
-    def infer_config(cls, cfg, source, like=None, recorder=None, model=None):
+    def infer_config(cls, cfg, source, like=None, facts: RecordFacts = RecordFacts()):
         if not isinstance(source, (list, tuple)) or len(source) < 2:
             raise ConnectorConfigError('ReviewKDConnector reads a list of at least two stage '
                                        'features (e.g. a StageFeatures record).')

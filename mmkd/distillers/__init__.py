@@ -1,16 +1,24 @@
-"""Distillers: own the nets, run the teacher without grad, wire records,
+"""Distillers: own the nets, run the teachers without grad, wire records,
 connectors and losses."""
-from .base import BaseDistiller, DistillerConfigError
+from .builder import (
+    TeacherCheckpointError,
+    build_model_from_cfg,
+    build_model_from_config,
+    load_config,
+    load_teacher_checkpoint,
+)
 from .detection import DetectionDistiller
-from .builder import (TeacherCheckpointError, build_model_from_cfg, load_config,
-                      load_teacher_checkpoint)
-from .multi_teacher import MultiTeacherDistiller
+from .distiller import Distiller
+from .errors import DistillerConfigError
+from .loss_scales import TASK, LossScales
 from .mutual_learner import CohortMismatchError, MutualLearner
+from .nets import MEMBER, STUDENT, TEACHER, DistillationModel, Net, nets_of
+from .references import ConnectorRef, RecordRef, Resolver
 from .self_distiller import SelfDistiller
-from .single_teacher import SingleTeacherDistiller
+from .teacher import FrozenTeacher
 
-__all__ = ['BaseDistiller', 'DistillerConfigError', 'SingleTeacherDistiller',
-           'TeacherCheckpointError', 'build_model_from_cfg', 'load_config',
-           'load_teacher_checkpoint', 'MultiTeacherDistiller', 'SelfDistiller',
-           'DetectionDistiller',
-           'MutualLearner', 'CohortMismatchError']
+__all__ = ['CohortMismatchError', 'ConnectorRef', 'DetectionDistiller', 'DistillationModel',
+           'Distiller', 'DistillerConfigError', 'FrozenTeacher', 'LossScales', 'MEMBER',
+           'MutualLearner', 'Net', 'RecordRef', 'Resolver', 'STUDENT', 'SelfDistiller', 'TASK',
+           'TEACHER', 'TeacherCheckpointError', 'build_model_from_cfg', 'build_model_from_config',
+           'load_config', 'load_teacher_checkpoint', 'nets_of']

@@ -96,6 +96,33 @@ def build_model_from_cfg(model_cfg: dict, scope: Optional[str] = None) -> nn.Mod
             f'type={owners[0] + "." + model_type!r}).') from err
 
 
+def build_model_from_config(cfg: Config) -> nn.Module:
+    """The config's model built as MMEngine's Runner builds it.
+
+    The top-level ``data_preprocessor`` is merged into the model dict (the
+    model's own wins), the model is built in the config's default scope
+    (``mmkd`` when it names none) and ``init_weights()`` is called.
+
+    Args:
+        cfg: A complete config (with ``model``).
+
+    Returns:
+        The model, on the CPU.
+
+    Example:
+        >>> cfg = load_config('configs/kd/kd_resnet56_resnet8_fashionmnist.py')
+        >>> model = build_model_from_config(cfg)
+    """
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmkd')):
+        model = build_model_from_cfg(model_cfg)
+        if hasattr(model, 'init_weights'):
+            model.init_weights()
+    return model
+
+
 def _strip_prefix(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 

@@ -1,28 +1,22 @@
 """Distillation between MMDetection detectors, RoI heads included."""
 import inspect
-from contextlib import nullcontext
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 
-from mmkd.recorders import BaseRecorder, ModuleOutputs, RecorderGroup
+from mmkd.recorders import BaseRecorder, ModuleOutputs
 from mmkd.registry import MODELS
-from .base import DistillerConfigError
-from .norm_mode import batch_statistics
-from .single_teacher import SingleTeacherDistiller
+
+from .distiller import Distiller
+from .errors import DistillerConfigError
+from .teacher import FrozenTeacher
 
 #: Records on modules under this path are computed on the student's RoIs.
 ROI_HEAD = 'roi_head'
 #: Name of the student record that holds the RoIs its box head ran on.
 STUDENT_ROIS = 'student_rois'
-
-
-class _TeacherStopped(Exception):
-    """Raised from a hook to end the teacher's forward after its RPN head."""
-
-
-def _stop_teacher(*_args) -> None:
-    raise _TeacherStopped()
+#: Private teacher records of the RoI pass: its neck's features, its RPN head's output.
+_FEATS, _RPN = '_roi_pass_feats', '_roi_pass_rpn'
 
 
 def _source(recorder) -> str:
@@ -46,8 +40,8 @@ def dry_run_samples(x: torch.Tensor) -> list:
 
 
 @MODELS.register_module()
-class DetectionDistiller(SingleTeacherDistiller):
-    """A :class:`SingleTeacherDistiller` for MMDetection detectors.
+class DetectionDistiller(Distiller):
+    """A :class:`Distiller` for MMDetection detectors (one teacher).
 
     Records work as for any model: the backbone's stages, the neck's levels
     (``ModuleOutputs(source='neck', item=i)``) and the dense heads' per-level
@@ -65,7 +59,8 @@ class DetectionDistiller(SingleTeacherDistiller):
     student's RoI head sampled. The teacher runs up to its RPN head (no
     proposal decoding, no NMS), and after the student's forward its box
     head runs once on the student's RoIs over its own neck features, so
-    both nets classify the same boxes, row for row. The RoIs are recorded
+    both nets classify the same boxes, row for row. That RoI pass is all
+    this class adds to :class:`Distiller`. The RoIs are recorded
     on the student as ``student_rois`` (inputs of
     ``roi_head.bbox_roi_extractor``). Both detectors need an RPN and a
     ``StandardRoIHead``-like head (``_bbox_forward(x, rois)``).
@@ -79,7 +74,7 @@ class DetectionDistiller(SingleTeacherDistiller):
         student, teacher, recorders, student_recorders, teacher_recorders,
         connectors, losses, teacher_in_checkpoint, teacher_norm,
         dry_run_shape, data_preprocessor, init_cfg: see
-        :class:`SingleTeacherDistiller`.
+        :class:`Distiller`.
 
     Example (config)::
 
@@ -96,10 +91,7 @@ class DetectionDistiller(SingleTeacherDistiller):
 
     def __init__(self, student: dict, teacher: Optional[dict] = None,
                  recorders: Optional[dict] = None, student_recorders: Optional[dict] = None,
-                 teacher_recorders: Optional[dict] = None, connectors: Optional[dict] = None,
-                 losses: Optional[dict] = None, teacher_in_checkpoint: bool = False,
-                 teacher_norm: str = 'eval', dry_run_shape: Optional[Sequence[int]] = None,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
+                 teacher_recorders: Optional[dict] = None, **kwargs):
         teacher_side = {**dict(recorders or {}), **dict(teacher_recorders or {})}
         roi_names: List[str] = [n for n, c in teacher_side.items() if _under_roi_head(c)]
         student_recorders = dict(student_recorders or {})
@@ -110,108 +102,57 @@ class DetectionDistiller(SingleTeacherDistiller):
                     'the student); rename your record.')
             student_recorders[STUDENT_ROIS] = dict(
                 type='ModuleInputs', source=f'{ROI_HEAD}.bbox_roi_extractor', arg_index=1)
-        # Set before the parent's __init__, whose dry run reads them.
-        self._roi_names = roi_names
-        self._teacher_feats = None
-        self._groups: dict = {}
-        super().__init__(student, teacher, recorders, student_recorders, teacher_recorders,
-                         connectors, losses, teacher_in_checkpoint, teacher_norm, dry_run_shape,
-                         data_preprocessor, init_cfg)
+        super().__init__(student, teacher, recorders=recorders,
+                         student_recorders=student_recorders,
+                         teacher_recorders=teacher_recorders, **kwargs)
+        self.roi_records = roi_names
+        if roi_names:
+            if list(self.frozen_teachers) != ['teacher']:
+                raise DistillerConfigError(
+                    f'records {roi_names} on the RoI head are distilled from one teacher: give '
+                    'teacher=dict(...), not teachers=dict(...).')
+            teacher = self.frozen_teachers['teacher']
+            self._check_roi_capable()
+            net = teacher.net
+            teacher.records.add(_FEATS, ModuleOutputs(
+                'neck' if getattr(net, 'with_neck', False) else 'backbone', clone=False))
+            teacher.records.add(_RPN, ModuleOutputs('rpn_head', clone=False))
 
-    # -------------------------------------------------------------- checks
-    def _setup_distillation(self) -> None:
-        if self._roi_names:
-            for role, net in (('student', self.student), ('teacher', self.teacher)):
-                roi_head = getattr(net, ROI_HEAD, None)
-                forward = getattr(roi_head, '_bbox_forward', None)
-                if (forward is None or getattr(net, 'rpn_head', None) is None
-                        or 'stage' in inspect.signature(forward).parameters):
-                    raise DistillerConfigError(
-                        f'records {self._roi_names} are on the RoI head, which is distilled on '
-                        "the student's RoIs: that needs two-stage detectors with an RPN and a "
-                        'StandardRoIHead-like roi_head (_bbox_forward(x, rois)); the '
-                        f'{role} ({type(net).__name__}) has none. Record the neck or the RPN '
-                        'head instead.')
-        super()._setup_distillation()
+    def _check_roi_capable(self) -> None:
+        for role, net in (('student', self.student), ('teacher', self.teacher)):
+            roi_head = getattr(net, ROI_HEAD, None)
+            forward = getattr(roi_head, '_bbox_forward', None)
+            if (forward is None or getattr(net, 'rpn_head', None) is None
+                    or 'stage' in inspect.signature(forward).parameters):
+                raise DistillerConfigError(
+                    f'records {self.roi_records} are on the RoI head, which is distilled on '
+                    "the student's RoIs: that needs two-stage detectors with an RPN and a "
+                    'StandardRoIHead-like roi_head (_bbox_forward(x, rois)); the '
+                    f'{role} ({type(net).__name__}) has none. Record the neck or the RPN '
+                    'head instead.')
 
-    # -------------------------------------------------------------- groups
-    def _teacher_feats_recorder(self) -> ModuleOutputs:
-        """Private recorder of the teacher's neck (or backbone) outputs."""
-        if 'feats' not in self._groups:
-            source = 'neck' if getattr(self.teacher, 'with_neck', False) else 'backbone'
-            recorder = ModuleOutputs(source, clone=False).attach(self.teacher, 'teacher')
-            self._groups['feats'] = RecorderGroup(self.teacher, {'feats': recorder}, 'teacher')
-        return self._groups['feats'].recorders['feats']
+    # -------------------------------------------------------------- hooks
+    def dry_run_samples(self, inputs: torch.Tensor) -> list:
+        return dry_run_samples(inputs)
 
-    def _subgroup(self, key: str, names: List[str], extra: Optional[dict] = None) -> RecorderGroup:
-        """A group sharing the teacher's recorder objects (their clone choices
-        and calibration), without attaching them again."""
-        if key not in self._groups:
-            group = RecorderGroup(self.teacher, {}, 'teacher')
-            group.recorders.update({n: self.teacher_records.recorders[n] for n in names})
-            group.recorders.update(extra or {})
-            self._groups[key] = group
-        return self._groups[key]
+    def run_teacher(self, teacher: FrozenTeacher, inputs: torch.Tensor, data_samples) -> None:
+        """With RoI records, the first pass records everything else and ends
+        right after the RPN head's forward (before proposals are decoded)."""
+        if not self.roi_records:
+            return super().run_teacher(teacher, inputs, data_samples)
+        first = [n for n in teacher.records if n not in self.roi_records]
+        with teacher.records.recording(stop_when_complete=True, names=first):
+            teacher.net(inputs, data_samples, mode='tensor')
 
-    def _first_pass_group(self) -> RecorderGroup:
-        names = [n for n in self.teacher_records if n not in self._roi_names]
-        return self._subgroup('first_pass', names, {'__feats': self._teacher_feats_recorder()})
-
-    def _roi_group(self) -> RecorderGroup:
-        return self._subgroup('roi', self._roi_names)
-
-    def _norm_mode(self):
-        return batch_statistics(self.teacher) if (
-            self.teacher_norm == 'batch_stats' and self.training) else nullcontext()
-
-    # -------------------------------------------------------------- running
-    def _teacher_until_rpn(self, inputs: torch.Tensor, data_samples, group: RecorderGroup,
-                           stop_when_complete: bool) -> None:
-        """The teacher's ``tensor`` forward, recorded by ``group``, ended right
-        after its RPN head's forward (before proposals are decoded)."""
-        handle = self.teacher.rpn_head.register_forward_hook(_stop_teacher)
-        try:
-            with group.recording(stop_when_complete=stop_when_complete):
-                self.teacher(inputs, data_samples, mode='tensor')
-        except _TeacherStopped:
-            pass
-        finally:
-            handle.remove()
-
-    def _teacher_roi_pass(self, feats, rois: torch.Tensor) -> None:
-        """The teacher's box head on ``rois`` (the student's), over its features."""
-        self.teacher.roi_head._bbox_forward(feats, rois.detach())
-
-    @torch.no_grad()
-    def run_teachers(self, inputs: torch.Tensor, data_samples=None) -> None:
-        if not self._roi_names:
-            super().run_teachers(inputs, data_samples)
+    def after_student_forward(self, data_samples) -> None:
+        """The teacher's box head on the student's RoIs, over its own features."""
+        if not self.roi_records:
             return
-        feats = self._teacher_feats_recorder()
-        with self._norm_mode():
-            self._teacher_until_rpn(inputs, data_samples, self._first_pass_group(), True)
-        self._teacher_feats = feats.get()
-        feats.reset()
-
-    def compute_distill_losses(self, data_samples=None):
-        """Runs the teacher's RoI head on the student's RoIs first (when records
-        are on it), then every distillation loss."""
-        if self._teacher_feats is not None:
-            rois = self.student_records.recorders[STUDENT_ROIS].get()
-            with torch.no_grad(), self._norm_mode(), self._roi_group().recording():
-                self._teacher_roi_pass(self._teacher_feats, rois)
-            self._teacher_feats = None
-        return super().compute_distill_losses(data_samples)
-
-    def run_student_for_dry_run(self, x: torch.Tensor) -> None:
-        self.student(x, dry_run_samples(x), mode='tensor')
-
-    def run_teachers_for_dry_run(self, prefix: str, x: torch.Tensor) -> None:
-        samples = dry_run_samples(x)
-        if not self._roi_names:
-            self.teacher(x, samples, mode='tensor')
+        teacher = self.frozen_teachers['teacher']
+        feats = teacher.records[_FEATS]
+        if feats.num_calls == 0:  # the teacher did not run (distillation switched off)
             return
-        feats = self._teacher_feats_recorder()
-        self._teacher_until_rpn(x, samples, self._groups['feats'], False)
-        # The student's dry run ran its RoI head on its own proposals.
-        self._teacher_roi_pass(feats.get(), self.student_records.recorders[STUDENT_ROIS].get())
+        rois = self.student_records[STUDENT_ROIS].get()
+        with torch.no_grad(), teacher.norm_context(self.training), \
+                teacher.records.recording(names=self.roi_records):
+            self.teacher.roi_head._bbox_forward(feats.get(), rois.detach())

@@ -6,14 +6,15 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from mmengine import dist
-from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapperDict
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmkd.registry import MODELS
-from .base import DistillerConfigError
+
 from .builder import build_model_from_cfg, model_cfg_from
+from .errors import DistillerConfigError
+from .nets import MEMBER, DistillationModel, Net
+from .norm_mode import batch_statistics
 
 ORDERS = ('sequential', 'synchronous')
 ENSEMBLE = 'ensemble'
@@ -29,25 +30,8 @@ def is_unlabeled(sample) -> bool:
     return label is not None and label.numel() > 0 and bool((label < 0).all())
 
 
-@contextlib.contextmanager
-def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in train mode without moving its BN running statistics."""
-    saved = [(m, m.running_mean.clone() if m.running_mean is not None else None,
-              m.running_var.clone() if m.running_var is not None else None,
-              m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in module.modules() if isinstance(m, _BatchNorm)]
-    try:
-        yield
-    finally:
-        for m, mean, var, count in saved:
-            for buf, value in (('running_mean', mean), ('running_var', var),
-                               ('num_batches_tracked', count)):
-                if value is not None:
-                    getattr(m, buf).copy_(value)
-
-
 @MODELS.register_module()
-class MutualLearner(BaseModel):
+class MutualLearner(DistillationModel):
     r"""A cohort of K >= 2 classifiers trained together by Deep Mutual Learning.
 
     Zhang, Xiang, Hospedales, Lu. *Deep Mutual Learning.* CVPR 2018. There is
@@ -67,7 +51,7 @@ class MutualLearner(BaseModel):
 
     * ``'sequential'`` - the paper's Algorithm 1: member 1 is updated, the
       predictions of updated members are computed again on the same batch
-      (train mode, without moving BN statistics), then member 2 learns from
+      (BN on batch statistics, without moving the stored ones), then member 2 learns from
       them, and so on. K extra forward passes without grad per step.
     * ``'synchronous'`` - every member learns from the predictions all
       members made before any update (one forward pass each).
@@ -225,6 +209,11 @@ class MutualLearner(BaseModel):
         for key in [k for k in state_dict if heads and k.startswith(heads)]:
             del state_dict[key]
 
+    def nets(self) -> List[Net]:
+        """The members held by this process, in update order."""
+        return [Net(name, MEMBER, self.members[name], log_prefix=name)
+                for name in self.local_names]
+
     def member_state_dict(self, name: str) -> Dict[str, torch.Tensor]:
         """One member's weights, as the plain classifier holds them."""
         if name not in self.members:
@@ -282,7 +271,8 @@ class MutualLearner(BaseModel):
 
     def _recompute_probs(self, name: str, inputs: torch.Tensor, optim_wrapper) -> torch.Tensor:
         member = self.members[name]
-        with torch.no_grad(), frozen_bn_stats(member), optim_wrapper.optim_context(member):
+        with torch.no_grad(), batch_statistics(member, include_eval_layers=False),\
+                optim_wrapper.optim_context(member):
             _, logits = self.member_forward(name, inputs)
         return self.dml_loss.probs(logits)
 

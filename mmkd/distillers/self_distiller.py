@@ -8,7 +8,10 @@ from torch import nn
 
 from mmkd.losses import KDLoss, MSELoss
 from mmkd.registry import MODELS
-from .base import BaseDistiller, DistillerConfigError
+
+from .distiller import Distiller
+from .errors import DistillerConfigError
+from .references import RecordRef, Resolver
 
 _PREFIX = 'byot_'  # names of the records this distiller adds to the student's
 
@@ -31,7 +34,7 @@ def _stride2_steps(size: int, target: int) -> int:
 
 
 @MODELS.register_module()
-class SelfDistiller(BaseDistiller):
+class SelfDistiller(Distiller):
     r"""The deepest classifier of a net teaches classifiers on its shallower stages.
 
     Be Your Own Teacher (BYOT) attaches an auxiliary classifier
@@ -55,8 +58,9 @@ class SelfDistiller(BaseDistiller):
     The auxiliary classifiers live in the distiller (``aux_heads``), not in
     the student: ``predict`` and ``tensor`` run the plain student and
     ``tools/model_converters/export_student.py`` writes a plain checkpoint
-    without them. Extra connectors and losses on the student's records
-    work as in :class:`BaseDistiller`.
+    without them. This class is a :class:`Distiller` without teachers plus
+    those classifiers and their terms; extra connectors and losses on the
+    student's records work as in :class:`Distiller`.
 
     Args:
         student: Student model dict or ``dict(cfg_path=...)``.
@@ -77,7 +81,7 @@ class SelfDistiller(BaseDistiller):
         ce_weight: Weight of the auxiliary cross-entropy; defaults to
             :math:`1 - \alpha`.
         recorders, student_recorders, connectors, losses, dry_run_shape,
-        data_preprocessor, init_cfg: see :class:`BaseDistiller`.
+        data_preprocessor, init_cfg: see :class:`Distiller`.
 
     Example (config)::
 
@@ -87,6 +91,8 @@ class SelfDistiller(BaseDistiller):
             aux_sources=dict(layer1='backbone.layer1', layer2='backbone.layer2'),
             tau=3, kd_weight=0.3, hint_weight=0.03, dry_run_shape=(1, 28, 28))
     """
+
+    requires_teacher = False
 
     def __init__(self, student: dict, aux_sources: Optional[Dict[str, Union[str, dict]]] = None,
                  deepest: Union[str, dict] = dict(type='ModuleOutputs', source='backbone',
@@ -106,23 +112,27 @@ class SelfDistiller(BaseDistiller):
                f'{_PREFIX}logits': _recorder_cfg(logits, 'logits')}
         for name, source in aux_sources.items():
             own[f'{_PREFIX}{name}'] = _recorder_cfg(source, f'aux_sources[{name!r}]')
-        super().__init__(student, recorders, {**dict(student_recorders or {}), **own},
-                         connectors, losses, dry_run_shape, data_preprocessor, init_cfg)
+        super().__init__(student, recorders=recorders,
+                         student_recorders={**dict(student_recorders or {}), **own},
+                         connectors=connectors, losses=losses, dry_run_shape=dry_run_shape,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.aux_names = list(aux_sources)
+        self.aux_head_cfg = copy.deepcopy(dict(aux_head))
         self.ce_weight = 1.0 - kd_weight if ce_weight is None else ce_weight
         self.kd = KDLoss(tau=tau, loss_weight=kd_weight)
         self.hint = MSELoss(loss_weight=hint_weight)
         self.aux_heads = nn.ModuleDict()
-        values = self._dry_run()
-        for name in self.aux_names:
-            self.aux_heads[name] = self._build_aux_head(name, copy.deepcopy(dict(aux_head)),
-                                                        values)
-        self._setup_distillation()
 
-    def _build_aux_head(self, name: str, cfg: dict, values: Dict[str, object]) -> nn.Module:
-        source = values[f'student.{_PREFIX}{name}']
-        deepest = values[f'student.{_PREFIX}deepest']
-        logits = values[f'student.{_PREFIX}logits']
+    def setup_from_dry_run(self, resolve: Resolver) -> None:
+        """Build the auxiliary classifiers from the dry run's stage shapes."""
+        for name in self.aux_names:
+            self.aux_heads[name] = self._build_aux_head(
+                name, copy.deepcopy(self.aux_head_cfg), resolve)
+
+    def _build_aux_head(self, name: str, cfg: dict, resolve: Resolver) -> nn.Module:
+        source = resolve(RecordRef('student', f'{_PREFIX}{name}'))
+        deepest = resolve(RecordRef('student', f'{_PREFIX}deepest'))
+        logits = resolve(RecordRef('student', f'{_PREFIX}logits'))
         where = f'SelfDistiller aux head {name!r}'
         for what, value, dims in (('aux_sources', source, 4), ('deepest', deepest, 4),
                                   ('logits', logits, 2)):
@@ -162,16 +172,20 @@ class SelfDistiller(BaseDistiller):
                 'every data sample needs gt_label (soft labels such as mixup are not supported).')
         return torch.cat([s.gt_label.view(-1)[:1] for s in data_samples])
 
-    def compute_distill_losses(self, data_samples=None) -> Dict[str, torch.Tensor]:
-        """The configured losses plus the BYOT terms of every auxiliary classifier."""
-        losses = super().compute_distill_losses(data_samples)
-        records = self.student_records.recorders
-        target_logits = records[f'{_PREFIX}logits'].get().detach()
-        target_feature = records[f'{_PREFIX}deepest'].get().detach()
-        labels = self._gt_labels(data_samples).to(target_logits.device)
+    def extra_losses(self, resolve: Resolver, data_samples) -> Dict[str, torch.Tensor]:
+        """The BYOT terms of every auxiliary classifier (the cross-entropy only
+        with labels, i.e. not in the build-time check)."""
+        target_logits = resolve(RecordRef('student', f'{_PREFIX}logits')).detach()
+        target_feature = resolve(RecordRef('student', f'{_PREFIX}deepest')).detach()
+        labels = None
+        if data_samples is not None:
+            labels = self._gt_labels(data_samples).to(target_logits.device)
+        losses = {}
         for name, head in self.aux_heads.items():
-            feature, logits = head(records[f'{_PREFIX}{name}'].get())
-            losses[f'loss_{name}_ce'] = self.ce_weight * F.cross_entropy(logits.float(), labels)
+            feature, logits = head(resolve(RecordRef('student', f'{_PREFIX}{name}')))
+            if labels is not None:
+                losses[f'loss_{name}_ce'] = self.ce_weight * F.cross_entropy(logits.float(),
+                                                                             labels)
             losses[f'loss_{name}_kd'] = self.kd(logits, target_logits)
             losses[f'loss_{name}_hint'] = self.hint(feature, target_feature)
         return losses
@@ -185,10 +199,9 @@ class SelfDistiller(BaseDistiller):
         """
         with self.student_records.recording():
             self.student(inputs, mode='tensor')
-        records = self.student_records.recorders
+        records = self.student_records
         out = {name: head(records[f'{_PREFIX}{name}'].get())[1]
                for name, head in self.aux_heads.items()}
         out['deepest'] = records[f'{_PREFIX}logits'].get()
-        for recorder in records.values():
-            recorder.reset()
+        records.reset()
         return out

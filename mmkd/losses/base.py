@@ -1,6 +1,11 @@
 """Base class of distillation losses."""
+from typing import Sequence, Union
+
 import torch
 from torch import nn
+
+#: What a loss receives on each side: one tensor, or a list for list references.
+TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
 class ShapeMismatchError(ValueError):
@@ -17,7 +22,10 @@ class BaseDistillLoss(nn.Module):
     """A loss between a student value and a teacher value.
 
     Subclasses implement :meth:`loss`; ``forward`` multiplies by
-    ``loss_weight``. Teacher values arrive without grad.
+    ``loss_weight``. Teacher values arrive without grad. A subclass whose
+    :meth:`loss` takes more arguments (such as ``data_samples``) overrides
+    ``forward`` to name them: the distiller reads ``forward``'s signature to
+    learn which arguments a loss takes.
 
     Args:
         loss_weight: Factor on the loss.
@@ -27,10 +35,10 @@ class BaseDistillLoss(nn.Module):
         super().__init__()
         self.loss_weight = loss_weight
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def forward(self, student: TensorOrList, teacher: TensorOrList) -> torch.Tensor:
         return self.loss_weight * self.loss(student, teacher)
 
-    def loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def loss(self, student: TensorOrList, teacher: TensorOrList) -> torch.Tensor:
         raise NotImplementedError
 
     def check_same_shape(self, student: torch.Tensor, teacher: torch.Tensor) -> None:

@@ -1,10 +1,11 @@
 """Channel-wise distillation for dense prediction (Shu et al., ICCV 2021)."""
 import torch
-import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+
 from .base import BaseDistillLoss
 from .dense import RESIZE_MODES, match_sizes
+from .functional import kl_divergence, tempered_log_softmax
 
 
 @MODELS.register_module()
@@ -56,9 +57,10 @@ class ChannelWiseDivergence(BaseDistillLoss):
         student, teacher = match_sizes(student.float(), teacher.float(),
                                        type(self).__name__, self.resize)
         n, c = student.shape[:2]
-        log_p_s = F.log_softmax(student.flatten(2) / self.tau, dim=2)
-        log_p_t = F.log_softmax(teacher.flatten(2) / self.tau, dim=2)
-        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()
+        log_p_s = tempered_log_softmax(student.flatten(2), self.tau, dim=2)
+        log_p_t = tempered_log_softmax(teacher.flatten(2), self.tau, dim=2)
+        # Summed over the N * C channel distributions, each a KL over the HW positions.
+        kl = kl_divergence(log_p_t, log_p_s, dim=2, target_is_log=True, reduction='sum')
         return kl * self.tau**2 / (n * c)
 
     def extra_repr(self) -> str:

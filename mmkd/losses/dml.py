@@ -1,13 +1,10 @@
 """Deep Mutual Learning (Zhang et al., CVPR 2018): a member mimics its peers."""
-from typing import Sequence, Union
-
 import torch
-import torch.nn.functional as F
 
 from mmkd.registry import MODELS
-from .base import BaseDistillLoss, ShapeMismatchError
 
-Peers = Union[torch.Tensor, Sequence[torch.Tensor]]
+from .base import BaseDistillLoss, ShapeMismatchError, TensorOrList
+from .functional import kl_divergence, tempered_log_softmax, tempered_softmax
 
 _FORMS = ('kl', 'js')
 
@@ -72,9 +69,9 @@ class DMLLoss(BaseDistillLoss):
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Softened probabilities :math:`\\mathrm{softmax}(z / \\tau)` in fp32."""
-        return F.softmax(logits.float() / self.tau, dim=1)
+        return tempered_softmax(logits, self.tau)
 
-    def forward(self, student: torch.Tensor, teacher: Peers,
+    def forward(self, student: torch.Tensor, teacher: TensorOrList,
                 teacher_is_prob: bool = False) -> torch.Tensor:
         """Loss of the member with logits ``student``.
 
@@ -90,24 +87,24 @@ class DMLLoss(BaseDistillLoss):
         """
         return self.loss_weight * self.loss(student, teacher, teacher_is_prob)
 
-    def loss(self, student: torch.Tensor, teacher: Peers,
+    def loss(self, student: torch.Tensor, teacher: TensorOrList,
              teacher_is_prob: bool = False) -> torch.Tensor:
         peers = self._stack(student, teacher)
         peer_p = peers.detach().float()
         if not teacher_is_prob:
-            peer_p = F.softmax(peer_p / self.tau, dim=-1)
+            peer_p = tempered_softmax(peer_p, self.tau, dim=-1)
         if self.ensemble:
             peer_p = peer_p.mean(dim=0, keepdim=True)
-        log_p = F.log_softmax(student.float() / self.tau, dim=1).unsqueeze(0)
+        log_p = tempered_log_softmax(student, self.tau).unsqueeze(0)
         if self.form == 'kl':
-            div = _kl(peer_p, log_p)
+            div = _batch_mean_kl(peer_p, log_p)
         else:
             p = log_p.exp()
             log_m = torch.log((peer_p + p) / 2).clamp_min(torch.finfo(p.dtype).min)
-            div = 0.5 * _kl(peer_p, log_m) + 0.5 * _kl(p, log_m)
+            div = 0.5 * _batch_mean_kl(peer_p, log_m) + 0.5 * _batch_mean_kl(p, log_m)
         return div.mean() * self.tau**2
 
-    def _stack(self, student: torch.Tensor, teacher: Peers) -> torch.Tensor:
+    def _stack(self, student: torch.Tensor, teacher: TensorOrList) -> torch.Tensor:
         if isinstance(teacher, torch.Tensor):
             peers = teacher.unsqueeze(0) if teacher.dim() == student.dim() else teacher
         else:
@@ -125,6 +122,7 @@ class DMLLoss(BaseDistillLoss):
         return peers
 
 
-def _kl(target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(target || q) per peer, averaged over the batch: shape (P,)."""
-    return (torch.special.xlogy(target, target) - target * log_q).sum(-1).mean(-1)
+def _batch_mean_kl(target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(target || q) of each peer, (P, N, C) -> (P,), averaged over the batch."""
+    target = target.expand(torch.broadcast_shapes(target.shape, log_q.shape))
+    return kl_divergence(target, log_q, dim=-1).mean(-1)

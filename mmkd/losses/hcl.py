@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
-from .base import BaseDistillLoss, ShapeMismatchError
+
+from .base import BaseDistillLoss, TensorOrList
+from .functional import paired
 
 
 def hierarchical_context_loss(student: torch.Tensor, teacher: torch.Tensor,
@@ -52,14 +54,10 @@ class HCLLoss(BaseDistillLoss):
         super().__init__(loss_weight)
         self.levels = tuple(levels)
 
-    def loss(self, student, teacher) -> torch.Tensor:
-        students = [student] if isinstance(student, torch.Tensor) else list(student)
-        teachers = [teacher] if isinstance(teacher, torch.Tensor) else list(teacher)
-        if len(students) != len(teachers):
-            raise ShapeMismatchError('HCLLoss', (len(students), ), (len(teachers), ),
-                                     'as many student as teacher features')
-        total = students[0].new_zeros((), dtype=torch.float32)
-        for s, t in zip(students, teachers):
+    def loss(self, student: TensorOrList, teacher: TensorOrList) -> torch.Tensor:
+        pairs = paired(student, teacher, 'HCLLoss', 'features')
+        total = pairs[0][0].new_zeros((), dtype=torch.float32)
+        for s, t in pairs:
             self.check_same_shape(s, t)
             total = total + hierarchical_context_loss(s.float(), t.float(), self.levels)
         return total

@@ -1,9 +1,10 @@
 """Knowledge distillation with soft targets (Hinton et al., 2015)."""
 import torch
-import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+
 from .base import BaseDistillLoss
+from .functional import kl_divergence, tempered_log_softmax
 
 
 @MODELS.register_module()
@@ -38,9 +39,9 @@ class KDLoss(BaseDistillLoss):
 
     def loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         self.check_same_shape(student, teacher)
-        log_p_s = F.log_softmax(student.float() / self.tau, dim=1)
-        log_p_t = F.log_softmax(teacher.float() / self.tau, dim=1)
-        kl = F.kl_div(log_p_s, log_p_t, reduction=self.reduction, log_target=True)
+        log_p_s = tempered_log_softmax(student, self.tau)
+        log_p_t = tempered_log_softmax(teacher, self.tau)
+        kl = kl_divergence(log_p_t, log_p_s, target_is_log=True, reduction=self.reduction)
         return kl * self.tau**2
 
     def extra_repr(self) -> str:

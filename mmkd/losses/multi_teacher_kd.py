@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+
 from .base import BaseDistillLoss, ShapeMismatchError
+from .functional import kl_divergence, tempered_log_softmax, tensor_list
 
 COMBINATIONS = ('arithmetic', 'geometric')
 
@@ -68,10 +70,6 @@ class MultiTeacherKDLoss(BaseDistillLoss):
         self.weights = weights
         self.tau = tau
 
-    def forward(self, student: torch.Tensor,
-                teacher: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
-        return self.loss_weight * self.loss(student, teacher)
-
     def _teacher_weights(self, num: int, like: torch.Tensor) -> torch.Tensor:
         if self.weights is None:
             return like.new_full((num, ), 1.0 / num)
@@ -90,7 +88,7 @@ class MultiTeacherKDLoss(BaseDistillLoss):
         Returns:
             Class probabilities that sum to one over the classes.
         """
-        logits = [teacher] if isinstance(teacher, torch.Tensor) else list(teacher)
+        logits = tensor_list(teacher)
         if not logits:
             raise ValueError('MultiTeacherKDLoss got no teacher values.')
         for value in logits[1:]:
@@ -110,8 +108,8 @@ class MultiTeacherKDLoss(BaseDistillLoss):
         if student.shape != target.shape:
             raise ShapeMismatchError(type(self).__name__, student.shape, target.shape,
                                      'student logits of the teachers\' shape')
-        log_p_s = F.log_softmax(student.float() / self.tau, dim=1)
-        kl = F.kl_div(log_p_s, target, reduction='batchmean')
+        log_p_s = tempered_log_softmax(student, self.tau)
+        kl = kl_divergence(target, log_p_s, reduction='batchmean')
         return kl * self.tau**2
 
     def extra_repr(self) -> str:

@@ -1,12 +1,12 @@
 """Partial L2 of "A Comprehensive Overhaul of Feature Distillation" (Heo et al., ICCV 2019)."""
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import torch
 
 from mmkd.registry import MODELS
-from .base import BaseDistillLoss, ShapeMismatchError
 
-Features = Union[torch.Tensor, Sequence[torch.Tensor]]
+from .base import BaseDistillLoss, TensorOrList
+from .functional import paired
 
 
 def partial_l2(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -62,17 +62,14 @@ class OFDLoss(BaseDistillLoss):
                              f'{num_stages} stages.')
         return self.stage_weights
 
-    def loss(self, student: Features, teacher: Features) -> torch.Tensor:
-        students = [student] if isinstance(student, torch.Tensor) else list(student)
-        teachers = [teacher] if isinstance(teacher, torch.Tensor) else list(teacher)
-        if len(students) != len(teachers):
-            raise ShapeMismatchError('OFDLoss', (len(students), ), (len(teachers), ),
-                                     'as many student as teacher features')
-        total = students[0].new_zeros((), dtype=torch.float32)
-        for w, s, t in zip(self.weights(len(students)), students, teachers):
+    def loss(self, student: TensorOrList, teacher: TensorOrList) -> torch.Tensor:
+        pairs = paired(student, teacher, 'OFDLoss', 'features')
+        batch = pairs[0][0].shape[0]
+        total = pairs[0][0].new_zeros((), dtype=torch.float32)
+        for w, (s, t) in zip(self.weights(len(pairs)), pairs):
             self.check_same_shape(s, t)
             total = total + w * partial_l2(s.float(), t.float())
-        return total / (students[0].shape[0] * self.normalizer)
+        return total / (batch * self.normalizer)
 
     def extra_repr(self) -> str:
         return (f'normalizer={self.normalizer}, stage_weights={self.stage_weights}, '

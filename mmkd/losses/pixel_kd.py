@@ -2,11 +2,12 @@
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+
 from .base import BaseDistillLoss
 from .dense import RESIZE_MODES, match_sizes, valid_mask
+from .functional import kl_divergence, tempered_log_softmax
 
 
 @MODELS.register_module()
@@ -67,9 +68,9 @@ class PixelWiseKDLoss(BaseDistillLoss):
              data_samples: Optional[Sequence] = None) -> torch.Tensor:
         student, teacher = match_sizes(student.float(), teacher.float(),
                                        type(self).__name__, self.resize)
-        log_p_s = F.log_softmax(student / self.tau, dim=1)
-        log_p_t = F.log_softmax(teacher / self.tau, dim=1)
-        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)  # (N, H, W)
+        log_p_s = tempered_log_softmax(student, self.tau)
+        log_p_t = tempered_log_softmax(teacher, self.tau)
+        kl = kl_divergence(log_p_t, log_p_s, target_is_log=True)  # (N, H, W)
         mask = valid_mask(data_samples, self.ignore_index, tuple(kl.shape[-2:]), kl.device)
         if mask is None:
             return kl.mean() * self.tau**2

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+
 from .base import BaseDistillLoss, ShapeMismatchError
 
 

@@ -1,13 +1,12 @@
 """Knowledge distillation for sigmoid classifiers, such as dense detection heads."""
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from mmkd.registry import MODELS
-from .base import BaseDistillLoss, ShapeMismatchError
 
-Logits = Union[torch.Tensor, Sequence[torch.Tensor]]
+from .base import BaseDistillLoss, ShapeMismatchError, TensorOrList
+from .functional import binary_kl_divergence, paired
 
 
 @MODELS.register_module()
@@ -31,7 +30,9 @@ class SigmoidKDLoss(BaseDistillLoss):
     (all levels, all images) when ``num_classes`` is given - the divergence
     summed over classes, averaged over anchors - and the number of logits
     otherwise. Maps are compared element for element: student and teacher
-    heads need the same anchors, classes and level sizes. Computed in fp32.
+    heads need the same anchors, classes and level sizes. Computed in fp32
+    with :func:`~mmkd.losses.functional.binary_kl_divergence`, which never
+    rounds below zero where student and teacher agree.
 
     Args:
         tau: Temperature :math:`\tau`.
@@ -55,30 +56,19 @@ class SigmoidKDLoss(BaseDistillLoss):
         self.tau = tau
         self.num_classes = num_classes
 
-    def loss(self, student: Logits, teacher: Logits) -> torch.Tensor:
-        students = [student] if isinstance(student, torch.Tensor) else list(student)
-        teachers = [teacher] if isinstance(teacher, torch.Tensor) else list(teacher)
-        if len(students) != len(teachers):
-            raise ShapeMismatchError(type(self).__name__, (len(students), ),
-                                     (len(teachers), ), 'as many student as teacher levels')
-        total = students[0].new_zeros((), dtype=torch.float32)
+    def loss(self, student: TensorOrList, teacher: TensorOrList) -> torch.Tensor:
+        pairs = paired(student, teacher, type(self).__name__, 'levels')
+        total = pairs[0][0].new_zeros((), dtype=torch.float32)
         count = 0
-        for s, t in zip(students, teachers):
+        for s, t in pairs:
             self.check_same_shape(s, t)
             if self.num_classes is not None and s.dim() > 1 and s.shape[1] % self.num_classes:
                 raise ShapeMismatchError(
                     type(self).__name__, s.shape, t.shape,
                     f'channels that are a multiple of num_classes={self.num_classes} '
                     '(anchors x classes)')
-            s = s.float() / self.tau
-            t = t.float() / self.tau
-            p_t = t.sigmoid()
-            # KL = cross-entropy(p_t, p_s) - entropy(p_t), per logit; the difference of two
-            # nearly equal terms can round below zero where student and teacher agree, so
-            # it is clamped at the KL's true minimum.
-            kl = (F.binary_cross_entropy_with_logits(s, p_t, reduction='none')
-                  - F.binary_cross_entropy_with_logits(t, p_t, reduction='none')).clamp_min(0)
-            total = total + kl.sum()
+            total = total + binary_kl_divergence(t.float() / self.tau, s.float() / self.tau,
+                                                 reduction='sum')
             count += s.numel() // (self.num_classes or 1)
         return total * self.tau**2 / max(count, 1)
 

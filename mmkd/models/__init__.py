@@ -1,4 +1,4 @@
 """Backbones the knowledge-distillation literature benchmarks on."""
-from .backbones import CIFARResNet, CIFARVGG, WideResNet
+from .backbones import CIFARVGG, CIFARResNet, WideResNet
 
 __all__ = ['CIFARResNet', 'CIFARVGG', 'WideResNet']

@@ -1,8 +1,16 @@
 """Capture of intermediate values by module path, as context managers."""
-from .base import BaseRecorder, RecordNotFoundError, RecorderPathError
-from .manager import RecorderGroup
+from .base import (
+    BaseRecorder,
+    ModuleRecorder,
+    RecorderPathError,
+    RecordNotFoundError,
+    resolve_module,
+)
+from .group import RecorderGroup
 from .module_recorders import ModuleInputs, ModuleOutputs
-from .stage_features import StageFeatures
+from .session import Recording, run_until_recorded
+from .stage_features import StageFeatures, StagePosition
 
-__all__ = ['StageFeatures', 'BaseRecorder', 'ModuleInputs', 'ModuleOutputs', 'RecorderGroup',
-           'RecordNotFoundError', 'RecorderPathError']
+__all__ = ['BaseRecorder', 'ModuleInputs', 'ModuleOutputs', 'ModuleRecorder', 'RecorderGroup',
+           'Recording', 'RecordNotFoundError', 'RecorderPathError', 'StageFeatures',
+           'StagePosition', 'resolve_module', 'run_until_recorded']

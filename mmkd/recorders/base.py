@@ -1,10 +1,14 @@
 """Base recorder: a forward hook on one module, found by its dotted path."""
 import difflib
 from abc import ABCMeta, abstractmethod
-from typing import Any, Callable, List, Optional
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, List, Optional
 
 import torch
 from torch import nn
+
+#: Called after each capture of a started recorder.
+CaptureCallback = Callable[[], None]
 
 
 class RecorderPathError(KeyError):
@@ -37,18 +41,102 @@ def resolve_module(model: nn.Module, path: str, owner: str = 'model') -> nn.Modu
 
 
 class BaseRecorder(metaclass=ABCMeta):
-    """Records a value each time a module runs, while the recorder is active.
+    """What a distiller needs of a recorder: a named value captured in a forward.
 
-    A recorder is a context manager: hooks exist only inside ``with``. Each
-    call of the module appends one value; ``call_index`` picks the call
+    A recorder is attached to a net once (:meth:`attach`), then started and
+    stopped around each forward (:meth:`start` / :meth:`stop`, or ``with
+    recorder:``); :meth:`get` returns the value of the last forward.
+    Implementations: :class:`ModuleRecorder` (a hook on one module:
+    :class:`~mmkd.recorders.ModuleOutputs`, :class:`~mmkd.recorders.ModuleInputs`)
+    and :class:`~mmkd.recorders.StageFeatures` (one module recorder per
+    stage, placed once from the net's structure).
+    """
+
+    #: Path of the module the recorder hangs on (the root of what it covers).
+    source: str = ''
+    #: Name of the net it is attached to, for messages.
+    owner: str = 'model'
+
+    @abstractmethod
+    def attach(self, model: nn.Module, owner: str = 'model') -> 'BaseRecorder':
+        """Bind to ``model``; raises :class:`RecorderPathError` for a bad path."""
+
+    @property
+    def located(self) -> bool:
+        """Whether the recorder knows where its value is (see :meth:`probe`)."""
+        return True
+
+    def probe(self) -> ContextManager:
+        """Hooks that find the value's position during one forward at build time
+        (the distiller runs it once); nothing by default."""
+        return nullcontext()
+
+    @abstractmethod
+    def start(self, on_capture: Optional[CaptureCallback] = None) -> 'BaseRecorder':
+        """Install the hooks and forget earlier values.
+
+        Args:
+            on_capture: Called after every capture (e.g. to end the forward
+                once every record of a group is complete).
+        """
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Remove the hooks; the values stay readable until :meth:`reset`."""
+
+    def __enter__(self) -> 'BaseRecorder':
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the values (frees their memory until the next forward)."""
+
+    @property
+    @abstractmethod
+    def can_stop_early(self) -> bool:
+        """Whether completeness is known before the forward ends."""
+
+    @property
+    @abstractmethod
+    def complete(self) -> bool:
+        """Whether the value of this forward has been captured (and will not change)."""
+
+    @abstractmethod
+    def decide_clone(self) -> bool:
+        """After a forward without copies, copy from now on where a later in-place
+        op overwrote the value (unless the choice was made in the config).
+        Returns whether it copies."""
+
+    @abstractmethod
+    def get(self) -> Any:
+        """The value of the last forward."""
+
+    def norm_layers(self) -> Optional[List[Optional[nn.Module]]]:
+        """The normalisation layer that produced each recorded item, where the
+        recorder knows it (``None`` when it does not)."""
+        return None
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The recorder, for messages."""
+
+
+class ModuleRecorder(BaseRecorder):
+    """Records a value each time one module runs, while started.
+
+    Each call of the module appends one value; ``call_index`` picks the call
     whose value :meth:`get` returns (a module such as the ``relu`` of a
     ResNet block runs twice per forward).
 
     Values are references by default. Where a later in-place op (``out +=
     identity``, ``ReLU(inplace=True)``) would overwrite the recorded tensor,
-    ``clone=True`` stores a copy; ``clone=None`` leaves the choice to the
-    distiller, which detects such ops in its dry run. A reference that was
-    overwritten is refused by :meth:`get` rather than returned wrong.
+    ``clone=True`` stores a copy; ``clone=None`` leaves the choice to
+    :meth:`decide_clone`, which the distiller calls after a forward of its
+    dry run. A reference that was overwritten is refused by :meth:`get`
+    rather than returned wrong.
 
     Args:
         source: Dotted module path in the recorded model, e.g.
@@ -71,10 +159,9 @@ class BaseRecorder(metaclass=ABCMeta):
         self._values: List[Any] = []
         self._versions: List[Optional[int]] = []
         self._handle = None
-        self._on_capture: Optional[Callable[['BaseRecorder'], None]] = None
+        self._on_capture: Optional[CaptureCallback] = None
 
-    def attach(self, model: nn.Module, owner: str = 'model') -> 'BaseRecorder':
-        """Bind to ``model``; raises :class:`RecorderPathError` for a bad path."""
+    def attach(self, model: nn.Module, owner: str = 'model') -> 'ModuleRecorder':
         self.owner = owner
         self.module = resolve_module(model, self.source, owner)
         return self
@@ -82,6 +169,20 @@ class BaseRecorder(metaclass=ABCMeta):
     @abstractmethod
     def _register(self, module: nn.Module):
         """Register the torch hook; return its handle."""
+
+    def start(self, on_capture: Optional[CaptureCallback] = None) -> 'ModuleRecorder':
+        if self.module is None:
+            raise RuntimeError(f'{self.describe()} is not attached to a model; call attach().')
+        self.reset()
+        self._on_capture = on_capture
+        self._handle = self._register(self.module)
+        return self
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._on_capture = None
 
     def _capture(self, value: Any) -> None:
         if self.item is not None:
@@ -99,37 +200,34 @@ class BaseRecorder(metaclass=ABCMeta):
             self._versions.append(None)
         self._values.append(value)
         if self._on_capture is not None:
-            self._on_capture(self)
-
-    def __enter__(self) -> 'BaseRecorder':
-        if self.module is None:
-            raise RuntimeError(f'{self.describe()} is not attached to a model; call attach().')
-        self.reset()
-        self._handle = self._register(self.module)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+            self._on_capture()
 
     def reset(self) -> None:
         self._values, self._versions = [], []
 
     @property
     def num_calls(self) -> int:
+        """How many times the module ran since :meth:`start`."""
         return len(self._values)
 
     @property
+    def can_stop_early(self) -> bool:
+        return self.call_index >= 0
+
+    @property
     def complete(self) -> bool:
-        """True once the value at a non-negative ``call_index`` exists."""
-        return self.call_index >= 0 and self.num_calls > self.call_index
+        return self.can_stop_early and self.num_calls > self.call_index
 
     def overwritten(self) -> bool:
         """Whether an in-place op changed the kept tensor after capture."""
         index = self._kept_index()
         version = self._versions[index]
         return version is not None and self._values[index]._version != version
+
+    def decide_clone(self) -> bool:
+        if self.clone is None:
+            self.clone = self.num_calls > 0 and self.overwritten()
+        return bool(self.clone)
 
     def _kept_index(self) -> int:
         n = self.num_calls

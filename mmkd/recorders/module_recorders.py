@@ -4,11 +4,12 @@ from typing import Optional
 from torch import nn
 
 from mmkd.registry import MODELS
-from .base import BaseRecorder
+
+from .base import ModuleRecorder
 
 
 @MODELS.register_module()
-class ModuleOutputs(BaseRecorder):
+class ModuleOutputs(ModuleRecorder):
     """Records what a module returns.
 
     Example:
@@ -23,7 +24,7 @@ class ModuleOutputs(BaseRecorder):
 
 
 @MODELS.register_module()
-class ModuleInputs(BaseRecorder):
+class ModuleInputs(ModuleRecorder):
     """Records a module's positional input, captured before the module runs.
 
     The input of a ``ReLU`` is the pre-activation feature; recorded with
@@ -32,7 +33,7 @@ class ModuleInputs(BaseRecorder):
 
     Args:
         arg_index: Which positional argument to record.
-        source, call_index, clone, item: see :class:`BaseRecorder`.
+        source, call_index, clone, item: see :class:`ModuleRecorder`.
     """
 
     def __init__(self, source: str, call_index: int = 0, clone: Optional[bool] = None,

@@ -1,11 +1,14 @@
 """Visual concepts of trained checkpoints (Cheng et al., CVPR 2020, hypothesis 1 only).
 
 For runs trained without ``KnowledgeQuantificationHook``: measures the final network of each
-checkpoint on the hook's probe set, with the hook's default settings, and prints N_fg, N_bg,
-lambda and H_fg - H_bg, mean ± std over the seeds of each run name (the work dir's name
-without ``_seedN``). The config is the one the run saved in its work dir. For a distiller the
-student is measured, and the teacher once. D_mean, D_std and rho need the per-epoch record of
-the hook and are not computed here.
+checkpoint on the hook's probe set, with the hook's default settings
+(:class:`mmkd.analysis.ProbeSettings`), and prints N_fg, N_bg, lambda and H_fg - H_bg, mean ±
+std over the seeds of each run name (the work dir's name without ``_seedN``). The config is the
+one the run saved in its work dir. The nets are those :func:`mmkd.distillers.nets_of` lists:
+the student (a plain model is its own student; a cohort's members are each measured, as
+``<run>/<member>``), and each teacher once (the first checkpoint that has it, by its log
+prefix: ``teacher``, or ``teacher/<name>`` for each of several). D_mean, D_std and rho need
+the per-epoch record of the hook and are not computed here.
 
 Example:
     python tools/analysis/quantify_checkpoints.py work_dirs/zoo/resnet8_seed*/epoch_4.pth \
@@ -17,16 +20,17 @@ import os.path as osp
 import re
 import sys
 from collections import OrderedDict
+from typing import Dict, List
 
 import torch
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
+from torch import nn
 
 import mmkd  # noqa: F401
-from mmkd.analysis import summarize_knowledge
-from mmkd.engine.hooks.knowledge_quantification_hook import (KnowledgeQuantificationHook,
-                                                             build_probe_set, measure_entropy)
-from mmkd.registry import DATASETS, MODELS
+from mmkd.analysis import ProbeSettings, build_probe_set, measure_entropy, summarize_knowledge
+from mmkd.distillers import MEMBER, STUDENT, TEACHER, Net, build_model_from_config, nets_of
+from mmkd.registry import DATASETS
 from mmkd.utils import register_all_modules
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
@@ -44,38 +48,54 @@ def run_config(checkpoint: str) -> Config:
     return Config.fromfile(found[0])
 
 
+def measured_nets(model: nn.Module) -> List[Net]:
+    """The nets whose knowledge a checkpoint is measured for: its student, or a
+    cohort's members."""
+    return nets_of(model, STUDENT) or nets_of(model, MEMBER)
+
+
+def knowledge(net: Net, layer: str, inputs: torch.Tensor, foreground: torch.Tensor,
+              settings: ProbeSettings) -> Dict[str, float]:
+    """``net``'s summary (hypothesis 1) on the probe set."""
+    entropy = measure_entropy(net.module, layer, inputs, net.name, **settings.sigma_kwargs)
+    return summarize_knowledge([entropy], foreground, None, settings.concept_threshold)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('checkpoints', nargs='+')
     parser.add_argument('--layer', default='backbone.layer3')
     args = parser.parse_args()
     register_all_modules()
-    hook = KnowledgeQuantificationHook(layer=args.layer)
-    groups, teacher, probe = OrderedDict(), None, None
+    settings = ProbeSettings()
+    groups, teachers, probe = OrderedDict(), OrderedDict(), None
     for checkpoint in args.checkpoints:
         cfg = run_config(checkpoint)
-        model = MODELS.build(cfg.model)
+        model = build_model_from_config(cfg)  # with the run's data preprocessor, as trained
         load_checkpoint(model, checkpoint, map_location='cpu', strict=False, logger='silent')
         if probe is None:
             dataset = DATASETS.build(cfg.val_dataloader.dataset)
-            probe = build_probe_set(dataset, model.data_preprocessor, hook.num_images,
-                                    hook.probe_seed, hook.grid, hook.foreground_threshold)
+            probe = build_probe_set(dataset, model.data_preprocessor, settings.num_images,
+                                    settings.probe_seed, settings.grid,
+                                    settings.foreground_threshold)
         inputs, foreground = probe[0], probe[1]
-        net = getattr(model, 'student', model)
-        entropy = measure_entropy(net, args.layer, inputs, **hook.sigma_kwargs)
-        summary = summarize_knowledge([entropy], foreground, None, hook.concept_threshold)
-        name = re.sub(r'_seed\d+$', '', osp.basename(osp.dirname(osp.abspath(checkpoint))))
-        groups.setdefault(name, []).append(summary)
-        if teacher is None and isinstance(getattr(model, 'teacher', None), torch.nn.Module):
-            teacher = summarize_knowledge(
-                [measure_entropy(model.teacher, args.layer, inputs, **hook.sigma_kwargs)],
-                foreground, None, hook.concept_threshold)
-        print(f'{checkpoint}: ' + '  '.join(f'{k} {summary[k]:.3f}' for k in KEYS),
-              file=sys.stderr)
+        run = re.sub(r'_seed\d+$', '', osp.basename(osp.dirname(osp.abspath(checkpoint))))
+        nets = measured_nets(model)
+        for net in nets:
+            summary = knowledge(net, args.layer, inputs, foreground, settings)
+            name = run if len(nets) == 1 else f'{run}/{net.name}'
+            groups.setdefault(name, []).append(summary)
+            shown = checkpoint if len(nets) == 1 else f'{checkpoint} ({net.name})'
+            print(f'{shown}: ' + '  '.join(f'{k} {summary[k]:.3f}' for k in KEYS),
+                  file=sys.stderr)
+        for teacher in nets_of(model, TEACHER):
+            if teacher.log_prefix not in teachers:
+                teachers[teacher.log_prefix] = knowledge(teacher, args.layer, inputs,
+                                                         foreground, settings)
     print('| run | checkpoints | N_fg ↑ | N_bg ↓ | λ ↑ | H_fg−H_bg |')
     print('|---|---|---|---|---|---|')
-    if teacher is not None:
-        print('| teacher | 1 | ' + ' | '.join(f'{teacher[k]:.3f}' for k in KEYS) + ' |')
+    for prefix, summary in teachers.items():
+        print(f'| {prefix} | 1 | ' + ' | '.join(f'{summary[k]:.3f}' for k in KEYS) + ' |')
     for name, summaries in groups.items():
         print(f'| {name} | {len(summaries)} | ' +
               ' | '.join(mean_std([s[k] for s in summaries], 3) for k in KEYS) + ' |')

@@ -54,19 +54,37 @@ def load_run(work_dir: str, threshold: Optional[float] = None) -> Optional[dict]
     entropy = [torch.tensor(e['entropy']) for e in epochs]
     summary = summarize_knowledge(entropy, foreground, [e['weight_distance'] for e in epochs], b)
     counts = [count_concepts(h, foreground, b) for h in entropy]
-    teacher = None
-    if record.get('teacher'):
-        t_entropy = torch.tensor(record['teacher']['entropy'])
-        teacher = dict(entropy=t_entropy,
-                       summary=summarize_knowledge([t_entropy], foreground, None, b),
-                       concepts=count_concepts(t_entropy, foreground, b).concepts)
+    teachers = OrderedDict()
+    for prefix, measured in recorded_teachers(record).items():
+        t_entropy = torch.tensor(measured['entropy'])
+        teachers[prefix] = dict(entropy=t_entropy,
+                                summary=summarize_knowledge([t_entropy], foreground, None, b),
+                                concepts=count_concepts(t_entropy, foreground, b).concepts)
     top1 = read_run(work_dir, 'accuracy/top1')
     return dict(work_dir=work_dir, record=record, summary=summary, foreground=foreground,
-                entropy=entropy, counts=counts, teacher=teacher, b=b,
+                entropy=entropy, counts=counts, teachers=teachers, b=b,
                 epochs=[e['epoch'] for e in epochs],
                 distances=record['student']['weight_distance'],
                 top1=top1['final'] if top1 else math.nan,
                 overhead=record['timing'].get('overhead', math.nan))
+
+
+def recorded_teachers(record: dict) -> Dict[str, dict]:
+    """The measured teachers of a record by log prefix (``'teacher'``, ``'teacher/<name>'``);
+    records written before ``teachers`` existed hold one ``teacher`` at most."""
+    if record.get('teachers'):
+        return record['teachers']
+    return {'teacher': record['teacher']} if record.get('teacher') else {}
+
+
+def first_teachers(groups: Dict[str, List[dict]]) -> Dict[str, dict]:
+    """Each teacher once, from the first run that measured it."""
+    found: Dict[str, dict] = OrderedDict()
+    for runs in groups.values():
+        for run in runs:
+            for prefix, teacher in run['teachers'].items():
+                found.setdefault(prefix, teacher)
+    return found
 
 
 def group_runs(specs: List[str]) -> Dict[str, List[str]]:
@@ -93,15 +111,13 @@ def mean_std(values: List[float], digits: int = 2) -> str:
 
 
 def table(groups: Dict[str, List[dict]]) -> str:
-    """The markdown table: one row per method, the teacher first."""
+    """The markdown table: one row per method, the teachers first."""
     header = ['method', 'seeds', 'top-1', 'N_fg ↑', 'N_bg ↓', 'λ ↑', 'H_fg−H_bg',
               'D_mean ↓', 'D_std ↓', 'ρ ↑', 'hook time']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    teacher = next((r['teacher'] for runs in groups.values() for r in runs if r['teacher']),
-                   None)
-    if teacher is not None:
+    for prefix, teacher in first_teachers(groups).items():
         s = teacher['summary']
-        lines.append(f'| teacher | - | - | {s["N_fg"]:.2f} | {s["N_bg"]:.2f} | '
+        lines.append(f'| {prefix} | - | - | {s["N_fg"]:.2f} | {s["N_bg"]:.2f} | '
                      f'{s["lambda"]:.3f} | {s["H_fg-H_bg"]:.3f} | - | - | - | - |')
     for name, runs in groups.items():
         cells = [name, str(len(runs)), mean_std([r['top1'] for r in runs])]
@@ -122,7 +138,7 @@ def _outline(ax, concepts: torch.Tensor, foreground: torch.Tensor, cell: float) 
 
 
 def plot_entropy_maps(groups: Dict[str, List[dict]], path: str, num_images: int = 6) -> None:
-    """Inputs, then the final entropy map of the teacher and of each method's first seed."""
+    """Inputs, then the final entropy map of each teacher and of each method's first seed."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -131,8 +147,8 @@ def plot_entropy_maps(groups: Dict[str, List[dict]], path: str, num_images: int 
     num_images = min(num_images, len(images))
     size = images.shape[-1]
     rows = [('input', None, None)]
-    if first['teacher'] is not None:
-        rows.append(('teacher', first['teacher']['entropy'], first['teacher']['concepts']))
+    for prefix, teacher in first['teachers'].items():
+        rows.append((prefix, teacher['entropy'], teacher['concepts']))
     for name, runs in groups.items():
         rows.append((name, runs[0]['entropy'][-1], runs[0]['counts'][-1].concepts))
     maps = torch.stack([r[1] for r in rows if r[1] is not None])[:, :num_images]
@@ -166,8 +182,6 @@ def plot_concept_counts(groups: Dict[str, List[dict]], path: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    teacher = next((r['teacher'] for runs in groups.values() for r in runs if r['teacher']),
-                   None)
     for name, runs in groups.items():
         epochs = runs[0]['epochs']
         for ax, key in zip(axes[:2], ('n_fg', 'n_bg')):
@@ -178,9 +192,11 @@ def plot_concept_counts(groups: Dict[str, List[dict]], path: str) -> None:
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.2, color=line.get_color())
         distances = torch.tensor([r['distances'] for r in runs])
         axes[2].plot(range(distances.shape[1]), distances.mean(0), marker='o', label=name)
-    if teacher is not None:
-        axes[0].axhline(teacher['summary']['N_fg'], color='k', ls='--', label='teacher')
-        axes[1].axhline(teacher['summary']['N_bg'], color='k', ls='--', label='teacher')
+    styles = ['--', ':', '-.', (0, (5, 1, 1, 1))]
+    for i, (prefix, teacher) in enumerate(first_teachers(groups).items()):
+        style = styles[i % len(styles)]
+        axes[0].axhline(teacher['summary']['N_fg'], color='k', ls=style, label=prefix)
+        axes[1].axhline(teacher['summary']['N_bg'], color='k', ls=style, label=prefix)
     titles = ('foreground concepts N_fg per image', 'background concepts N_bg per image',
               'weight distance D (sum of ||w_k - w_k-1|| / ||w_0||)')
     for ax, title in zip(axes, titles):

@@ -197,9 +197,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
     sys.path.insert(0, REPO)
     sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
-    import mmkd  # noqa: F401
     from make_synthetic_voc_det import make_synthetic_voc_det, set_description
     from synthetic_scenes import prepared_description
+
+    import mmkd  # noqa: F401
     from mmkd.utils import register_all_modules
     register_all_modules(init_default_scope=False)
 

@@ -22,8 +22,13 @@ from typing import Dict, Tuple
 import cv2
 import numpy as np
 from PIL import Image
-from synthetic_scenes import (mark_prepared, paint, random_image_size, shaded_background,
-                              write_image_set)
+from synthetic_scenes import (
+    mark_prepared,
+    paint,
+    random_image_size,
+    shaded_background,
+    write_image_set,
+)
 
 IGNORE = 255
 #: class index in VOC -> (shape, base RGB colour). 1 aeroplane, 2 bicycle,

@@ -28,8 +28,13 @@ from xml.etree import ElementTree as ET
 import cv2
 import numpy as np
 from PIL import Image
-from synthetic_scenes import (mark_prepared, paint, random_image_size, shaded_background,
-                              write_image_set)
+from synthetic_scenes import (
+    mark_prepared,
+    paint,
+    random_image_size,
+    shaded_background,
+    write_image_set,
+)
 
 #: VOC class name -> (shape, base RGB colour).
 CLASSES = {

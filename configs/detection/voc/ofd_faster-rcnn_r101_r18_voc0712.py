@@ -2,7 +2,8 @@
 # student on VOC0712. Pre-ReLU outputs of stages 2-4 (stage 1 of the student is frozen by
 # mmdet's config); the teacher's through a margin ReLU, the student's through a 1x1 conv + BN
 # per stage; partial L2.
-# Train the teacher first: python tools/train.py configs/detection/voc/faster-rcnn_r101_fpn_1x_voc0712.py
+# Train the teacher first:
+#   python tools/train.py configs/detection/voc/faster-rcnn_r101_fpn_1x_voc0712.py
 _base_ = ['./faster-rcnn_r18_fpn_1x_voc0712.py']
 
 teacher_checkpoint = 'work_dirs/faster-rcnn_r101_fpn_1x_voc0712/epoch_4.pth'

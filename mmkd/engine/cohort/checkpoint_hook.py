@@ -3,8 +3,9 @@ from typing import Dict, Optional
 
 from mmengine.hooks import Hook
 
+from mmkd.distillers import MutualLearner
 from mmkd.registry import HOOKS
-from ..hooks.utils import unwrap
+from mmkd.utils import unwrap
 
 
 def _member_prefix(name: str) -> str:
@@ -43,9 +44,9 @@ class CohortCheckpointHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = unwrap(runner.model)
-        own = set(getattr(model, 'local_names', ()))
-        if not getattr(model, 'distributed', False):
+        if not isinstance(model, MutualLearner) or not model.distributed:
             return
+        own = set(model.local_names)
         for key in ('optimizer', 'param_schedulers'):
             part = checkpoint.get(key)
             if isinstance(part, dict):

@@ -5,8 +5,9 @@ from typing import Optional
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
 from torch import nn
 
+from mmkd.distillers import MutualLearner
 from mmkd.registry import OPTIM_WRAPPER_CONSTRUCTORS
-from ..hooks.utils import unwrap
+from mmkd.utils import unwrap
 
 
 def _merged(base: dict, override: dict) -> dict:
@@ -52,12 +53,12 @@ class CohortOptimWrapperConstructor:
 
     def __call__(self, model: nn.Module) -> OptimWrapperDict:
         model = unwrap(model)
-        members = getattr(model, 'members', None)
-        if not isinstance(members, nn.ModuleDict):
+        if not isinstance(model, MutualLearner):
             raise TypeError(f'CohortOptimWrapperConstructor builds optimizers for a cohort '
-                            f'(a model with a `members` ModuleDict, e.g. MutualLearner); got '
-                            f'{type(model).__name__}. Remove `constructor` from optim_wrapper.')
-        names = list(getattr(model, 'member_names', members.keys()))
+                            f'(MutualLearner); got {type(model).__name__}. Remove `constructor` '
+                            'from optim_wrapper.')
+        members = model.members
+        names = list(model.member_names)
         unknown = sorted(set(self.overrides) - set(names))
         if unknown:
             raise KeyError(f'optim_wrapper.members names {unknown}, which are not members of '

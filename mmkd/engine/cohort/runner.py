@@ -5,14 +5,17 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import weights_to_cpu
 from torch import nn
 
+from mmkd.distillers import MutualLearner
 from mmkd.registry import RUNNERS
-from ..hooks.utils import unwrap
+from mmkd.utils import unwrap
+
 from .checkpoint_hook import CohortCheckpointHook
 
 
 def is_distributed_cohort(model: nn.Module) -> bool:
+    """Whether ``model`` is a cohort that holds one member per process."""
     model = unwrap(model)
-    return bool(getattr(model, 'distributed', False)) and hasattr(model, 'local_names')
+    return isinstance(model, MutualLearner) and model.distributed
 
 
 @RUNNERS.register_module()

@@ -3,8 +3,12 @@ from typing import List, Optional
 
 from mmengine.hooks import Hook
 
+from mmkd.distillers import Distiller
 from mmkd.registry import HOOKS
-from .utils import unwrap
+from mmkd.utils import unwrap
+
+#: Name under which the hook writes its factors into a distiller's loss scales.
+CONTROLLER = 'schedule'
 
 
 @HOOKS.register_module()
@@ -15,7 +19,9 @@ class DistillLossScheduleHook(Hook):
     iteration ends, in epochs (fractional) or iterations. The factor is
     ``min(1, progress / warmup)``, and 0 once ``progress > stop``: with
     ``stop=150`` the first 150 epochs distil, the rest do not. The factor is
-    logged as ``distill_scale``.
+    logged as ``distill_scale``. It multiplies the factors other controllers
+    set (the stages of :class:`~mmkd.engine.StagedTrainLoop`), see
+    :class:`~mmkd.distillers.LossScales`.
 
     Args:
         warmup: Length of the linear warm-up; 0 disables it.
@@ -49,7 +55,7 @@ class DistillLossScheduleHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         model = unwrap(runner.model)
-        if not hasattr(model, 'set_loss_scale'):
+        if not isinstance(model, Distiller):
             raise TypeError(f'DistillLossScheduleHook needs a distiller; the model is a '
                             f'{type(model).__name__}.')
         if self.by_epoch:
@@ -58,5 +64,6 @@ class DistillLossScheduleHook(Hook):
         else:
             progress = runner.iter + 1
         scale = self.factor(progress)
-        model.set_loss_scale(scale, self.losses)
+        names = list(model.distill_losses) if self.losses is None else self.losses
+        model.loss_scales.set(CONTROLLER, {name: scale for name in names})
         runner.message_hub.update_scalar('train/distill_scale', scale)

@@ -3,14 +3,15 @@ import hashlib
 import json
 import os
 import os.path as osp
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 from mmengine.hooks import Hook
 from torch import nn
 
+from mmkd.distillers import TEACHER, nets_of
 from mmkd.registry import HOOKS
-from .utils import unwrap
+from mmkd.utils import unwrap
 
 
 @HOOKS.register_module()
@@ -63,7 +64,8 @@ class TeacherEvaluationHook(Hook):
     def _evaluate(self, runner, dataloader, evaluator, split: str) -> Dict[str, float]:
         model = unwrap(runner.model)
         everything = {}
-        for prefix, (teacher, checkpoint) in named_teachers(model).items():
+        for net in nets_of(model, TEACHER):
+            prefix, teacher, checkpoint = net.log_prefix, net.module, net.checkpoint
             key = self._cache_key(runner, checkpoint, split)
             metrics = self._cached(key)
             note = ' (cached)'
@@ -127,15 +129,3 @@ class TeacherEvaluationHook(Hook):
             json.dump(cache, f, indent=1)
         os.replace(tmp, self.cache_file)
 
-
-def named_teachers(model: nn.Module) -> Dict[str, Tuple[nn.Module, Optional[str]]]:
-    """Log prefix -> (teacher, its checkpoint) of a distiller: ``teacher`` for a
-    single teacher, ``teacher/<name>`` for each of several; empty without one."""
-    teacher = getattr(model, 'teacher', None)
-    if isinstance(teacher, nn.Module):
-        return {'teacher': (teacher, getattr(model, 'teacher_checkpoint', None))}
-    teachers = getattr(model, 'teachers', None)
-    if not teachers:
-        return {}
-    checkpoints = getattr(model, 'teacher_checkpoints', {})
-    return {f'teacher/{name}': (net, checkpoints.get(name)) for name, net in teachers.items()}

@@ -11,11 +11,14 @@ from mmengine.runner import EpochBasedTrainLoop
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from mmkd.distillers import TASK, Distiller
 from mmkd.registry import LOOPS
-from ..hooks.utils import unwrap
+from mmkd.utils import unwrap
 
 #: Key of the stage index in a checkpoint's ``meta``.
 STAGE_META_KEY = 'train_stage'
+#: Name under which the loop writes its factors into a distiller's loss scales.
+CONTROLLER = 'stage'
 
 
 class StageConfigError(ValueError):
@@ -92,7 +95,7 @@ class StagedTrainLoop(EpochBasedTrainLoop):
       statistics do not drift either;
     * ``losses`` - distillation losses that are on (a list: scale 1, or a
       dict name -> scale); the others are off (scale 0, not computed; see
-      :meth:`~mmkd.distillers.BaseDistiller.set_loss_scale`). None: all on;
+      :class:`~mmkd.distillers.LossScales`). None: all on;
     * ``task_loss`` - factor on the student's own losses (0: off);
     * ``optim_wrapper`` / ``param_scheduler`` - the stage's; the config's
       top-level ones when left out.
@@ -105,9 +108,10 @@ class StagedTrainLoop(EpochBasedTrainLoop):
 
     Under DDP, parameters frozen after wrapping get no gradient: use
     ``model_wrapper_cfg=dict(type='MMDistributedDataParallel',
-    find_unused_parameters=True)``. Do not combine with
-    :class:`~mmkd.engine.DistillLossScheduleHook`, which sets the same
-    loss scales every iteration.
+    find_unused_parameters=True)``. The stage's factors multiply those of
+    :class:`~mmkd.engine.DistillLossScheduleHook` (each writes its own into
+    the distiller's :class:`~mmkd.distillers.LossScales`), so a warm-up
+    composes with the stages.
 
     Args:
         runner: The runner.
@@ -185,8 +189,7 @@ class StagedTrainLoop(EpochBasedTrainLoop):
             raise StageConfigError(f'{where}: nothing to train ({stage.trainable}).')
         if stage.optim_wrapper is None and self._default_optim is None:
             raise StageConfigError(f'{where} has no optim_wrapper and the config has none.')
-        distiller = hasattr(model, 'set_loss_scale') and hasattr(model, 'task_loss_scale')
-        if not distiller:
+        if not isinstance(model, Distiller):
             if stage.losses is not None or stage.task_loss != 1.0:
                 raise StageConfigError(
                     f'{where} sets losses/task_loss, which needs a distiller; the model is a '
@@ -216,15 +219,12 @@ class StagedTrainLoop(EpochBasedTrainLoop):
             trained += param.numel() if param.requires_grad else 0
         self._frozen_norms = [m for n, m in model.named_modules()
                               if isinstance(m, _NormBase) and not stage.trains(n)]
-        if hasattr(model, 'set_loss_scale') and hasattr(model, 'task_loss_scale'):
+        scales = {}
+        if isinstance(model, Distiller):
             scales = {name: 0.0 if stage.losses is not None else 1.0
                       for name in model.distill_losses}
             scales.update(stage.losses or {})
-            for name, scale in scales.items():
-                model.set_loss_scale(scale, [name])
-            model.task_loss_scale = stage.task_loss
-        else:
-            scales = {}
+            model.loss_scales.set(CONTROLLER, {**scales, TASK: stage.task_loss})
 
         runner.param_schedulers = None  # scale_lr refuses to run with built schedulers
         runner.optim_wrapper = self._build_optim_wrapper(stage, model)

@@ -4,6 +4,7 @@ from typing import Sequence
 from torch import nn
 
 from mmkd.registry import MODELS
+
 from .base import StagedBackbone
 
 

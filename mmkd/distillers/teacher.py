@@ -1,0 +1,85 @@
+"""A frozen, pre-trained teacher and the records taken from it."""
+import warnings
+from contextlib import nullcontext
+from typing import ContextManager, Mapping
+
+from torch import nn
+
+from mmkd.recorders import RecorderGroup
+
+from .builder import build_model_from_cfg, load_teacher_checkpoint, model_cfg_from
+from .errors import DistillerConfigError
+from .norm_mode import TEACHER_NORM_MODES, batch_statistics
+
+_MISSING = object()
+
+
+def build_frozen_teacher(cfg: dict, name: str) -> nn.Module:
+    """Build teacher ``name`` from ``dict(cfg_path=..., checkpoint=...)`` (or a
+    model dict with ``checkpoint``), load its weights, freeze it in eval mode.
+
+    ``checkpoint=None`` builds an untrained teacher (tests only, with a
+    warning); leaving ``checkpoint`` out is an error.
+    """
+    who = 'teacher' if name == 'teacher' else f'teacher {name!r}'
+    if not isinstance(cfg, dict):
+        raise DistillerConfigError(f'{who} must be dict(cfg_path=..., checkpoint=...); got '
+                                   f'{type(cfg).__name__}.')
+    checkpoint = cfg.get('checkpoint', _MISSING)
+    if checkpoint is _MISSING:
+        raise DistillerConfigError(
+            f'{who} has no checkpoint: add checkpoint=<path to the trained teacher> '
+            '(checkpoint=None distils from an untrained teacher, for tests only).')
+    model_cfg, scope = model_cfg_from(cfg, who)
+    net = build_model_from_cfg(model_cfg, scope)
+    if checkpoint is None:
+        warnings.warn(f'{who} checkpoint=None: the teacher is randomly initialised.')
+        init_weights = getattr(net, 'init_weights', None)
+        if callable(init_weights):
+            init_weights()
+    else:
+        load_teacher_checkpoint(net, checkpoint)
+    net.eval()
+    net.requires_grad_(False)
+    return net
+
+
+class FrozenTeacher:
+    """One teacher of a distiller: its net, records, checkpoint and BN mode.
+
+    The net is frozen and stays in eval mode. With ``norm='batch_stats'``
+    its BN layers normalise with the batch's statistics during training
+    steps (as OFD's authors run the teacher), without moving the stored
+    ones.
+
+    Args:
+        name: The teacher's name; it prefixes its records in references.
+        cfg: ``dict(cfg_path=..., checkpoint=...)`` or a model dict with
+            ``checkpoint``.
+        recorders: Name -> recorder config of the records taken from it.
+        norm: ``'eval'`` or ``'batch_stats'``.
+        state_prefix: Prefix of its weights in the distiller's state dict
+            (when teachers are saved in checkpoints).
+    """
+
+    def __init__(self, name: str, cfg: dict, recorders: Mapping, norm: str = 'eval',
+                 state_prefix: str = 'teacher.'):
+        if norm not in TEACHER_NORM_MODES:
+            raise DistillerConfigError(f'teacher {name!r}: teacher_norm={norm!r}; use one of '
+                                       f'{TEACHER_NORM_MODES}.')
+        self.name = name
+        self.norm = norm
+        self.state_prefix = state_prefix
+        self.checkpoint = cfg.get('checkpoint') if isinstance(cfg, dict) else None
+        self.net = build_frozen_teacher(cfg, name)
+        self.records = RecorderGroup(self.net, recorders, name)
+
+    @property
+    def runs(self) -> bool:
+        """Whether a training step runs this teacher (it has records)."""
+        return len(self.records) > 0
+
+    def norm_context(self, training: bool) -> ContextManager:
+        """BN on batch statistics during training steps in ``batch_stats`` mode."""
+        return batch_statistics(self.net) if (
+            training and self.norm == 'batch_stats') else nullcontext()
