@@ -111,6 +111,9 @@ def test_config_distils_a_tiny_detector_and_validates_with_voc_map(run, config):
     names = list(model.distill_losses)
     train_lines = [line for line in logged if 'loss' in line]
     assert len(train_lines) == 2
+    for line in train_lines:  # `loss` is the total: the detector's terms and distillation's
+        parts = [v for k, v in line.items() if 'loss' in k and k != 'loss']
+        assert line['loss'] == pytest.approx(sum(parts), rel=1e-5)
     for line in train_lines:
         for name in names:  # every level's loss is logged on its own
             assert name in line and line[name] >= 0 and line[name] == line[name], name

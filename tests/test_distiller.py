@@ -9,11 +9,11 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmkd.distillers import DistillerConfigError, TeacherCheckpointError
+from mmkd.distillers import TEACHER, DistillerConfigError, TeacherCheckpointError, nets_of
 from mmkd.recorders import RecorderPathError, RecordNotFoundError
 from mmkd.registry import MODELS
 
-from conftest import REPO, kd_model, runner_cfg, tiny_classifier
+from conftest import REPO, STUDENT_WIDTHS, kd_model, runner_cfg, tiny_classifier
 
 
 def build(model: dict):
@@ -53,6 +53,9 @@ def test_kd_run_keeps_the_teacher_frozen_and_logs_each_loss(tmp_path, fashion_mn
     train_lines = [line for line in logged if 'loss_kd' in line]
     assert train_lines and all('loss' in line for line in train_lines)
     assert all(line['loss_kd'] > 0 for line in train_lines)
+    # `loss` is the total that is optimised; the student's cross-entropy has its own name.
+    for line in train_lines:
+        assert line['loss'] == pytest.approx(line['loss_task'] + line['loss_kd'], rel=1e-5)
     assert any('accuracy/top1' in line for line in logged)  # student validation
     teacher_metrics = runner.message_hub.get_info('teacher_metrics')
     assert 0 <= teacher_metrics['teacher/accuracy/top1'] <= 100
@@ -124,7 +127,7 @@ def test_teacher_runs_only_as_far_as_its_records(tiny_teacher):
     samples = [DataSample().set_gt_label(i) for i in range(4)]
     losses = model(torch.randn(4, 1, 28, 28), samples, mode='loss')
     assert calls == []
-    assert set(losses) == {'loss', 'loss_hint'}
+    assert set(losses) == {'loss_task', 'loss_hint'}
     # The connector's channels came from the records: student 8 -> teacher 16.
     conv = model.connectors['feat_s'].conv
     assert (conv.in_channels, conv.out_channels) == (8, 16)
@@ -151,6 +154,22 @@ def test_teacher_runs_only_as_far_as_its_records(tiny_teacher):
                                   call_index=2))),
      RecordNotFoundError, r'ran 2 time\(s\).*call_index=2'),
     (dict(teacher=None), DistillerConfigError, 'needs teacher=dict'),
+    (dict(losses=dict(loss_kd=dict(type='KDLoss', student='logits', teacher='logits',
+                                   tau='4'))),
+     DistillerConfigError, r"loss 'loss_kd' \(KDLoss\): tau='4' is a str; it takes a number"),
+    (dict(losses=dict(loss_kd=dict(type='KDLoss', student='logits', teacher='logits',
+                                   loss_weight='0.9'))),
+     DistillerConfigError, r"loss_weight='0.9' is a str; it takes a number"),
+    (dict(recorders=dict(feat=dict(type='ModuleOutputs', source='backbone.layer3')),
+          connectors=dict(feat_s=dict(type='ConvBNConnector', input='student.feat',
+                                      like='teacher.feat', kernel_size='3')),
+          losses=dict(loss_hint=dict(type='MSELoss', student='feat_s', teacher='feat'))),
+     DistillerConfigError, r"connector 'feat_s' \(ConvBNConnector\): kernel_size='3' is a str"),
+    (dict(student=dict(tiny_classifier(depth=8, widths=STUDENT_WIDTHS),
+                       head=dict(type='LinearClsHead', num_classes=5, in_channels=8,
+                                 loss=dict(type='CrossEntropyLoss')))),
+     DistillerConfigError, r'\(2, 5\).*\(2, 10\).*different classes \(5 and 10\).*'
+                           r'LinearConnector'),
 ])
 def test_bad_input_gets_a_message_a_person_can_act_on(tiny_teacher, overrides, error, message):
     with pytest.raises(error, match=message):
@@ -216,6 +235,27 @@ def test_teacher_metrics_are_cached_per_checkpoint_and_data(tmp_path, fashion_mn
     assert uncached != first
     # Other data (here: the test split's config) is another key.
     runner.cfg.val_dataloader.dataset.indices = 32
-    checkpoint = runner.model.frozen_teachers['teacher'].checkpoint
-    assert hook._cache_key(runner, checkpoint, 'val') != hook._cache_key(
-        Runner.from_cfg(Config(cfg)), checkpoint, 'val')
+    net = nets_of(runner.model, TEACHER)[0]
+    fresh = Runner.from_cfg(Config(cfg))
+    assert hook._cache_key(runner, net, 'val') != hook._cache_key(
+        fresh, nets_of(fresh.model, TEACHER)[0], 'val')
+
+
+def test_teacher_metrics_are_not_reused_with_another_preprocessor(tmp_path, fashion_mnist_root,
+                                                                  tiny_teacher):
+    """The same teacher and data through other normalisation is another evaluation."""
+    from mmkd.engine.hooks import TeacherEvaluationHook
+    cache = str(tmp_path / 'cache.json')
+    metrics = {}
+    for name, preprocessor in (('trained', None), ('unnormalised', dict(mean=[0.], std=[1.]))):
+        cfg = runner_cfg(str(tmp_path / name), fashion_mnist_root, kd_model(tiny_teacher),
+                         epochs=1, val_samples=64)
+        if preprocessor is not None:
+            cfg['model']['data_preprocessor'] = preprocessor
+        runner = Runner.from_cfg(Config(cfg))
+        metrics[name] = TeacherEvaluationHook(cache_file=cache)._evaluate(
+            runner, runner.val_loop.dataloader, runner.val_loop.evaluator, 'val')
+        fresh = TeacherEvaluationHook(cache_file=None)._evaluate(
+            runner, runner.val_loop.dataloader, runner.val_loop.evaluator, 'val')
+        assert metrics[name] == fresh, name  # what the cache gave is what an evaluation gives
+    assert metrics['trained'] != metrics['unnormalised']

@@ -201,7 +201,7 @@ def test_each_teacher_runs_only_as_far_as_its_records(teachers):
     model.teachers['t2'].register_forward_pre_hook(lambda *a: calls.append('t2'))
     samples = [DataSample().set_gt_label(i) for i in range(4)]
     losses = model(torch.randn(4, 1, 28, 28), samples, mode='loss')
-    assert set(losses) == {'loss', 'loss_hint'} and calls == []
+    assert set(losses) == {'loss_task', 'loss_hint'} and calls == []
     assert {n.name for n in nets_of(model, TEACHER) if n.runs_in_step} == {'t1'}
 
 

@@ -117,7 +117,7 @@ def test_byot_loss_terms_follow_the_formula():
     labels = [3, 1, 4, 1, 5, 9]
     samples = [DataSample().set_gt_label(i) for i in labels]
     losses = model(x, samples, mode='loss')
-    assert set(losses) == {'loss', *(f'loss_{n}_{t}' for n in ('layer1', 'layer2')
+    assert set(losses) == {'loss_task', *(f'loss_{n}_{t}' for n in ('layer1', 'layer2')
                                      for t in ('ce', 'kd', 'hint'))}
     # Recompute every term from the student's features and the heads.
     with torch.no_grad():

@@ -206,6 +206,9 @@ def train_and_check(runner: Runner, loss_name: str) -> Runner:
     assert len(steps) == runner.max_iters
     assert all(line[loss_name] > 0 and 'decode.loss_ce' in line and 'aux.loss_ce' in line
                for line in steps)
+    for line in steps:  # `loss` is the total: the segmentor's terms and distillation's
+        parts = [v for k, v in line.items() if 'loss' in k and k != 'loss']
+        assert line['loss'] == pytest.approx(sum(parts), rel=1e-5)
     # Validation runs the student's predict mode through mmseg's IoUMetric.
     val = [line for line in logged if 'mIoU' in line]
     assert val and 0 <= val[-1]['mIoU'] <= 100

@@ -212,18 +212,18 @@ def test_task_loss_scale_and_switched_off_losses(tiny_teacher):
     x = torch.randn(4, 1, 28, 28)
     samples = [DataSample().set_gt_label(i) for i in range(4)]
     base = model(x, copy.deepcopy(samples), mode='loss')
-    assert base['loss'].requires_grad and base['loss'] > 0
+    assert base['loss_task'].requires_grad and base['loss_task'] > 0
 
     model.loss_scales.set('test', {TASK: 0.5})
     half = model(x, copy.deepcopy(samples), mode='loss')
     # Each call repeats the forward passes: float32 round-off, not a tolerance on the logic.
-    assert half['loss'].item() == pytest.approx(0.5 * base['loss'].item(), rel=1e-5)
+    assert half['loss_task'].item() == pytest.approx(0.5 * base['loss_task'].item(), rel=1e-5)
     assert half['loss_kd'].item() == pytest.approx(base['loss_kd'].item(), rel=1e-4)
 
     # Task loss off: logged as 0, no gradient through the student's head.
     model.loss_scales.set('test', {TASK: 0, 'loss_kd': 0})
     off = model(x, copy.deepcopy(samples), mode='loss')
-    assert off['loss'].item() == 0 and not off['loss'].requires_grad
+    assert off['loss_task'].item() == 0 and not off['loss_task'].requires_grad
     assert off['loss_kd'].item() == 0 and off['loss_hint'] > 0
     off['loss_hint'].backward()
     assert model.student.head.fc.weight.grad is None
@@ -235,7 +235,7 @@ def test_task_loss_scale_and_switched_off_losses(tiny_teacher):
     model.loss_scales.set('test', {'loss_kd': 0, 'loss_hint': 0})
     plain = model(x, copy.deepcopy(samples), mode='loss')
     assert calls == [] and plain['loss_hint'].item() == 0
-    assert plain['loss'].item() == pytest.approx(base['loss'].item(), rel=1e-5)
+    assert plain['loss_task'].item() == pytest.approx(base['loss_task'].item(), rel=1e-5)
     model.loss_scales.clear('test')
     model(x, copy.deepcopy(samples), mode='loss')
     assert calls == [1]

@@ -8,13 +8,20 @@ Example:
 import argparse
 import os
 import os.path as osp
+from typing import List
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmkd  # noqa: F401  (mmkd:: configs, safe checkpoint loading)
 from mmkd.distillers import load_config
-from mmkd.engine import mixed_precision_cfg
+from mmkd.engine import fit_schedule_to_epochs, mixed_precision_cfg
+from mmkd.engine.work_dir import (
+    check_requested_checkpoint,
+    clear_earlier_run,
+    earlier_run,
+    resume_checkpoint,
+)
 from mmkd.registry import RUNNERS
 from mmkd.utils import register_all_modules, setup_cpu_distributed
 
@@ -25,7 +32,10 @@ def parse_args():
     parser.add_argument('--work-dir', help='where logs and checkpoints go')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or from the latest one in the '
-                        'work dir when no path is given')
+                        'work dir that loads when no path is given')
+    parser.add_argument('--overwrite', action='store_true',
+                        help="delete an earlier run's checkpoints in the work dir and train "
+                        'afresh (without it, such a work dir is refused)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the actual batch size')
@@ -65,12 +75,40 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def prepare_work_dir(cfg: Config, args) -> List[str]:
+    """Choose the checkpoint to resume, and never overwrite an earlier run silently."""
+    work_dir = cfg.work_dir
+    if args.resume == 'auto':
+        cfg.load_from, notes = resume_checkpoint(work_dir)
+        return notes
+    if args.resume is not None:
+        check_requested_checkpoint(args.resume)
+        return []
+    earlier = earlier_run(work_dir)
+    if not earlier:
+        return []
+    if not args.overwrite:
+        names = ', '.join(osp.basename(p) for p in earlier[:4])
+        raise SystemExit(
+            f'{work_dir} holds an earlier run ({names}{", ..." if len(earlier) > 4 else ""}): '
+            'pass --resume to continue it, --work-dir <another dir> to train elsewhere, or '
+            '--overwrite to delete its checkpoints and train afresh.')
+    return [f'--overwrite: deleted {len(clear_earlier_run(work_dir))} file(s) of an earlier '
+            f'run in {work_dir}.']
+
+
 def main():
     args = parse_args()
     register_all_modules(init_default_scope=False)
-    cfg = merge_args(load_config(args.config), args)
+    cfg = load_config(args.config)
+    planned_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
+    cfg = merge_args(cfg, args)
+    # The schedule follows an epoch count changed by --cfg-options.
+    notes = fit_schedule_to_epochs(cfg, planned_epochs) + prepare_work_dir(cfg, args)
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    for note in notes:
+        runner.logger.warning(note)
     runner.train()
 
 

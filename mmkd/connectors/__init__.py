@@ -11,10 +11,11 @@ from .base import (
 from .connector_list import ConnectorList
 from .conv_bn import ConvBNConnector
 from .identity import IdentityConnector
+from .linear import LinearConnector
 from .margin_relu import MarginReLU, margin_from_bn
 from .review import ReviewKDConnector
 
 __all__ = ['ABF', 'AuxiliaryClassifier', 'BaseConnector', 'ConnectorConfigError',
-           'ConnectorList', 'ConvBNConnector', 'IdentityConnector', 'MarginReLU',
+           'ConnectorList', 'ConvBNConnector', 'IdentityConnector', 'LinearConnector', 'MarginReLU',
            'RecordFacts', 'ReviewKDConnector', 'channels_of', 'infer_connector_config',
            'margin_from_bn']

@@ -131,9 +131,11 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
     """Load ``path`` into ``teacher``; raise with the keys that do not fit.
 
     Accepts MMEngine checkpoints, DDP ones (``module.``), plain state dicts
-    and checkpoints of a distiller (its ``student.`` weights).
+    and checkpoints of a distiller (its ``student.`` weights), from a file or
+    any scheme of MMEngine's ``CheckpointLoader`` (``https://``,
+    ``torchvision://``...), read safely (see :mod:`mmkd.utils.checkpoint`).
     """
-    if not osp.isfile(osp.expanduser(path)):
+    if '://' not in path and not osp.isfile(osp.expanduser(path)):
         raise FileNotFoundError(
             f'teacher checkpoint {path!r} does not exist. Train the teacher first '
             f'(python tools/train.py <teacher config>) and point teacher.checkpoint at its '

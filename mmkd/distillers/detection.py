@@ -156,3 +156,4 @@ class DetectionDistiller(Distiller):
         with torch.no_grad(), teacher.norm_context(self.training), \
                 teacher.records.recording(names=self.roi_records):
             self.teacher.roi_head._bbox_forward(feats.get(), rois.detach())
+        teacher.check_finite()

@@ -18,9 +18,17 @@ from .loss_scales import LossScales
 from .nets import STUDENT, TEACHER, DistillationModel, Net
 from .references import ConnectorRef, RecordRef, Reference, Resolver, describe, parse_reference
 from .teacher import FrozenTeacher
-from .wiring import SAMPLES_ARG, build_loss, scale_losses, takes_data_samples
+from .wiring import (
+    SAMPLES_ARG,
+    build_loss,
+    check_argument_types,
+    scale_losses,
+    takes_data_samples,
+)
 
 ForwardResults = Union[Dict[str, torch.Tensor], list, torch.Tensor, tuple]
+#: Key of a student loss that MMEngine would confuse with its total (``loss``).
+TASK_LOSS = 'loss_task'
 
 
 def _shape(value) -> str:
@@ -346,6 +354,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         if isinstance(source_ref, RecordRef):
             recorder = self.records[source_ref.net][source_ref.record]
             facts = RecordFacts(self.records[source_ref.net].model, recorder.norm_layers())
+        check_argument_types(cls, cfg, where)
         try:
             cfg = infer_connector_config(cls, cfg, resolve(source_ref),
                                          None if like_ref is None else resolve(like_ref), facts)
@@ -373,6 +382,13 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         if not (isinstance(student, RecordRef) and isinstance(teacher, (RecordRef,
                                                                         ConnectorRef))):
             return ''
+        if len(err.student_shape) == 2 and len(err.teacher_shape) == 2:
+            return (f' For (N, C) values: logits of nets that predict different classes '
+                    f'({err.student_shape[1]} and {err.teacher_shape[1]}) cannot be compared '
+                    'class by class (distil features instead, or give both nets the same '
+                    'classes); embeddings of different widths are mapped by connectors=dict('
+                    f'{student.record}_s=dict(type="LinearConnector", input="{student}", '
+                    f'like="{teacher}")) and student="{student.record}_s" in the loss.')
         return (f' Map the student through a connector: connectors=dict('
                 f'{student.record}_s=dict(type="ConvBNConnector", input="{student}", '
                 f'like="{teacher}")) and student="{student.record}_s" in the loss (channels '
@@ -396,6 +412,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         for teacher in self._running_teachers():
             with teacher.norm_context(self.training):
                 self.run_teacher(teacher, inputs, data_samples)
+            teacher.check_finite()
 
     def _forward_nets(self, inputs: torch.Tensor, data_samples, mode: str,
                       run_teachers: bool):
@@ -440,8 +457,14 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
 
     def loss(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
         """The student's own losses (times their factor) and the distillation
-        losses. Teachers do not run while every distillation loss is off."""
+        losses. Teachers do not run while every distillation loss is off.
+
+        A student loss named ``loss`` (mmpretrain classifiers) is returned as
+        ``loss_task``, so that MMEngine's ``loss``, the total it optimises and
+        logs, is not shadowed by the student's cross-entropy.
+        """
         losses = self._forward_nets(inputs, data_samples, 'loss', self._distilling())
+        losses = {(TASK_LOSS if k == 'loss' else k): v for k, v in losses.items()}
         if self.loss_scales.task != 1.0:
             losses = scale_losses(losses, self.loss_scales.task)
         distill = self.compute_distill_losses(data_samples)

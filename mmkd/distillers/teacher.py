@@ -3,15 +3,20 @@ import warnings
 from contextlib import nullcontext
 from typing import ContextManager, Mapping
 
+import torch
 from torch import nn
 
-from mmkd.recorders import RecorderGroup
+from mmkd.recorders import RecorderGroup, RecordNotFoundError
 
 from .builder import build_model_from_cfg, load_teacher_checkpoint, model_cfg_from
 from .errors import DistillerConfigError
 from .norm_mode import TEACHER_NORM_MODES, batch_statistics
 
 _MISSING = object()
+
+
+class NonFiniteTeacherError(RuntimeError):
+    """A teacher produced NaN or infinite values for a record."""
 
 
 def build_frozen_teacher(cfg: dict, name: str) -> nn.Module:
@@ -83,3 +88,22 @@ class FrozenTeacher:
         """BN on batch statistics during training steps in ``batch_stats`` mode."""
         return batch_statistics(self.net) if (
             training and self.norm == 'batch_stats') else nullcontext()
+
+    def check_finite(self) -> None:
+        """Stop at once if a record of this forward holds NaN or infinite values
+        (a broken checkpoint, an overflow) rather than train on them."""
+        for name, recorder in self.records.recorders.items():
+            try:
+                value = recorder.get()
+            except RecordNotFoundError:  # not recorded in this pass
+                continue
+            for i, tensor in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and \
+                        not bool(torch.isfinite(tensor).all()):
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    item = f' (item {i})' if isinstance(value, (list, tuple)) else ''
+                    raise NonFiniteTeacherError(
+                        f'teacher {self.name!r}: record {name!r}{item} of shape '
+                        f'{tuple(tensor.shape)} holds {bad} NaN or infinite value(s). Check its '
+                        f'checkpoint ({self.checkpoint}) and, under mixed precision, whether it '
+                        'overflows in fp16 (bf16 or fp32 keep its range).')

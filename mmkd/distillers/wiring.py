@@ -1,6 +1,8 @@
 """How a loss config maps onto a loss module and the references feeding it."""
+import collections.abc as collections_abc
 import inspect
-from typing import Collection, Dict, Mapping, Tuple
+import typing
+from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -17,6 +19,60 @@ SAMPLES_ARG = 'data_samples'
 def takes_data_samples(loss: nn.Module) -> bool:
     """Whether ``loss.forward`` asks for the batch's data samples."""
     return SAMPLES_ARG in inspect.signature(loss.forward).parameters
+
+
+_KINDS = {float: (int, float), int: (int, ), bool: (bool, ), str: (str, )}
+
+
+def _accepted(annotation: Any, default: Any) -> Optional[tuple]:
+    """The Python types a config value may have for a parameter, or ``None``
+    when the annotation says nothing checkable."""
+    if annotation is None or annotation is inspect.Parameter.empty:
+        kinds = _KINDS.get(type(default)) if default is not None else None
+        return None if kinds is None or default is inspect.Parameter.empty else kinds
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:
+        parts = [_accepted(a, inspect.Parameter.empty) for a in typing.get_args(annotation)]
+        if any(p is None for p in parts if p != (type(None), )):
+            return None
+        return tuple(t for p in parts for t in p)
+    if annotation is type(None):
+        return (type(None), )
+    if origin in (list, tuple, typing.Sequence, collections_abc.Sequence) or annotation in (
+            list, tuple):
+        return (list, tuple)
+    return _KINDS.get(annotation)
+
+
+def check_argument_types(cls: type, cfg: Mapping[str, Any], where: str) -> None:
+    """Refuse config values of a type ``cls.__init__`` cannot take (``tau='4'``).
+
+    Numbers, flags, strings and sequences are checked against the
+    parameter's annotation (or, without one, its default's type); other
+    parameters are left to the class.
+
+    Raises:
+        DistillerConfigError: naming the component, the argument, the value
+            and the type it needs.
+    """
+    params = inspect.signature(cls.__init__).parameters
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back on defaults
+        hints = {}
+    for key, value in cfg.items():
+        if key == 'type' or key not in params:
+            continue
+        kinds = _accepted(hints.get(key, params[key].annotation), params[key].default)
+        if kinds is None or isinstance(value, kinds):
+            continue
+        wanted = ' or '.join(sorted({'number' if k in (int, float) else
+                                     'None' if k is type(None) else
+                                     'list' if k in (list, tuple) else k.__name__
+                                     for k in kinds}))
+        raise DistillerConfigError(
+            f'{where} ({cls.__name__}): {key}={value!r} is a {type(value).__name__}; it takes '
+            f'a {wanted}.')
 
 
 def build_loss(name: str, cfg: dict, records: Mapping[str, Collection[str]],
@@ -66,6 +122,7 @@ def build_loss(name: str, cfg: dict, records: Mapping[str, Collection[str]],
             f'a record; add e.g. {unmapped[0]}="<record name>" to the loss config.')
     inputs = {arg: parse_reference(ref, arg, where, records, connectors)
               for arg, ref in mapping.items()}
+    check_argument_types(cls, ctor, where)
     return MODELS.build(ctor), inputs
 
 

@@ -8,9 +8,10 @@ from .cohort import (
 from .hooks import DistillLossScheduleHook, KnowledgeQuantificationHook, TeacherEvaluationHook
 from .loops import StageConfigError, StagedTrainLoop, TrainStage
 from .optimizers import MixedPrecisionOptimWrapper, mixed_precision_cfg
+from .schedules import fit_schedule_to_epochs
 
 __all__ = ['DistillLossScheduleHook', 'TeacherEvaluationHook', 'KnowledgeQuantificationHook',
            'MixedPrecisionOptimWrapper',
            'mixed_precision_cfg', 'StageConfigError', 'StagedTrainLoop', 'TrainStage',
            'CohortCheckpointHook', 'CohortOptimWrapperConstructor', 'CohortRunner',
-           'is_distributed_cohort']
+           'fit_schedule_to_epochs', 'is_distributed_cohort']

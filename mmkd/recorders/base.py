@@ -1,8 +1,9 @@
 """Base recorder: a forward hook on one module, found by its dotted path."""
 import difflib
 from abc import ABCMeta, abstractmethod
+from collections import deque
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, List, Optional
+from typing import Any, Callable, ContextManager, Deque, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -127,9 +128,9 @@ class BaseRecorder(metaclass=ABCMeta):
 class ModuleRecorder(BaseRecorder):
     """Records a value each time one module runs, while started.
 
-    Each call of the module appends one value; ``call_index`` picks the call
-    whose value :meth:`get` returns (a module such as the ``relu`` of a
-    ResNet block runs twice per forward).
+    ``call_index`` picks the call whose value :meth:`get` returns (a module
+    such as the ``relu`` of a ResNet block runs twice per forward); the
+    other calls are counted, not kept (nor copied).
 
     Values are references by default. Where a later in-place op (``out +=
     identity``, ``ReLU(inplace=True)``) would overwrite the recorded tensor,
@@ -156,8 +157,11 @@ class ModuleRecorder(BaseRecorder):
         self.item = item
         self.module: Optional[nn.Module] = None
         self.owner = 'model'
-        self._values: List[Any] = []
-        self._versions: List[Optional[int]] = []
+        self._calls = 0
+        # (value, tensor version at capture) of the kept call(s) only: the call at a
+        # non-negative call_index, or the last |call_index| calls for a negative one.
+        self._kept: Deque[Tuple[Any, Optional[int]]] = deque(
+            maxlen=1 if call_index >= 0 else -call_index)
         self._handle = None
         self._on_capture: Optional[CaptureCallback] = None
 
@@ -185,30 +189,32 @@ class ModuleRecorder(BaseRecorder):
         self._on_capture = None
 
     def _capture(self, value: Any) -> None:
-        if self.item is not None:
-            if not isinstance(value, (tuple, list)):
-                raise TypeError(f'{self.describe()}: item={self.item} given but the value is a '
-                                f'{type(value).__name__}, not a tuple or list.')
-            value = value[self.item]
-        if isinstance(value, torch.Tensor):
-            if self.clone:
-                value = value.clone()
-                self._versions.append(None)
-            else:
-                self._versions.append(value._version)
-        else:
-            self._versions.append(None)
-        self._values.append(value)
+        index = self._calls
+        self._calls += 1
+        if self.call_index < 0 or index == self.call_index:  # other calls: counted only
+            if self.item is not None:
+                if not isinstance(value, (tuple, list)):
+                    raise TypeError(f'{self.describe()}: item={self.item} given but the value '
+                                    f'is a {type(value).__name__}, not a tuple or list.')
+                value = value[self.item]
+            version = None
+            if isinstance(value, torch.Tensor):
+                if self.clone:
+                    value = value.clone()
+                else:
+                    version = value._version
+            self._kept.append((value, version))
         if self._on_capture is not None:
             self._on_capture()
 
     def reset(self) -> None:
-        self._values, self._versions = [], []
+        self._calls = 0
+        self._kept.clear()
 
     @property
     def num_calls(self) -> int:
         """How many times the module ran since :meth:`start`."""
-        return len(self._values)
+        return self._calls
 
     @property
     def can_stop_early(self) -> bool:
@@ -216,35 +222,33 @@ class ModuleRecorder(BaseRecorder):
 
     @property
     def complete(self) -> bool:
-        return self.can_stop_early and self.num_calls > self.call_index
+        return self.can_stop_early and self._calls > self.call_index
 
-    def overwritten(self) -> bool:
-        """Whether an in-place op changed the kept tensor after capture."""
-        index = self._kept_index()
-        version = self._versions[index]
-        return version is not None and self._values[index]._version != version
-
-    def decide_clone(self) -> bool:
-        if self.clone is None:
-            self.clone = self.num_calls > 0 and self.overwritten()
-        return bool(self.clone)
-
-    def _kept_index(self) -> int:
-        n = self.num_calls
+    def _kept_pair(self) -> Tuple[Any, Optional[int]]:
+        n = self._calls
         if not -n <= self.call_index < n:
             raise RecordNotFoundError(
                 f'{self.describe()}: the module ran {n} time(s) in this forward, so call_index='
                 f'{self.call_index} has no value. Valid call indices: {list(range(n)) or "none"}.')
-        return self.call_index
+        return self._kept[0]
+
+    def overwritten(self) -> bool:
+        """Whether an in-place op changed the kept tensor after capture."""
+        value, version = self._kept_pair()
+        return version is not None and value._version != version
+
+    def decide_clone(self) -> bool:
+        if self.clone is None:
+            self.clone = self._calls > 0 and self.overwritten()
+        return bool(self.clone)
 
     def get(self) -> Any:
         """The value at ``call_index`` of the last forward."""
-        index = self._kept_index()
         if self.overwritten():
             raise RecordNotFoundError(
                 f'{self.describe()}: the recorded tensor was changed in place after it was '
                 'captured (e.g. by `+=` or ReLU(inplace=True)); set clone=True on this recorder.')
-        return self._values[index]
+        return self._kept_pair()[0]
 
     def describe(self) -> str:
         return (f'{type(self).__name__}(source={self.source!r}, call_index={self.call_index}) '

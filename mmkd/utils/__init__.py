@@ -1,13 +1,14 @@
 from .checkpoint import (
+    CorruptCheckpointError,
     UnsafeCheckpointError,
-    checkpoint_safe_globals,
     load_from_local,
     safe_torch_load,
+    torch_load_is_safe,
 )
 from .dist import setup_cpu_distributed
 from .setup_env import register_all_modules, register_config_scope
 from .wrappers import unwrap
 
-__all__ = ['UnsafeCheckpointError', 'checkpoint_safe_globals', 'load_from_local',
-           'safe_torch_load', 'register_all_modules', 'register_config_scope',
-           'setup_cpu_distributed', 'unwrap']
+__all__ = ['CorruptCheckpointError', 'UnsafeCheckpointError', 'load_from_local',
+           'register_all_modules', 'register_config_scope', 'safe_torch_load',
+           'setup_cpu_distributed', 'torch_load_is_safe', 'unwrap']

@@ -52,8 +52,17 @@ def cohort_members(state: dict) -> list:
     return names
 
 
-def export_student(src: str, dst: str, member: Optional[str] = None) -> dict:
-    """Write the student's checkpoint (or cohort ``member``'s) to ``dst``; returns it."""
+def export_student(src: str, dst: str, member: Optional[str] = None,
+                   force: bool = False) -> dict:
+    """Write the student's checkpoint (or cohort ``member``'s) to ``dst``; returns it.
+
+    ``dst`` may not be ``src`` (that would replace the training checkpoint),
+    nor an existing file unless ``force``.
+    """
+    if osp.exists(dst) and osp.samefile(src, dst):
+        raise ValueError(f'the output {dst} is the input checkpoint: exporting would replace '
+                         'the training checkpoint (and with it the run\'s resume point); write '
+                         'the student to another file.')
     ckpt = safe_torch_load(src, map_location='cpu')
     state = ckpt.get('state_dict', ckpt)
     if state and all(k.startswith('module.') for k in state):
@@ -77,6 +86,8 @@ def export_student(src: str, dst: str, member: Optional[str] = None) -> dict:
     if member is not None:
         keep['cohort_member'] = member
     out = {'state_dict': student, 'meta': keep}
+    if osp.exists(dst) and not force:
+        raise ValueError(f'{dst} exists; pass --force to replace it, or choose another output.')
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     torch.save(out, dst)
     return out
@@ -88,9 +99,10 @@ def main():
     parser.add_argument('dst', help='where to write the student checkpoint')
     parser.add_argument('--member', help='the cohort member to export (checkpoints of a '
                         'MutualLearner)')
+    parser.add_argument('--force', action='store_true', help='replace an existing output file')
     args = parser.parse_args()
     try:
-        out = export_student(args.src, args.dst, args.member)
+        out = export_student(args.src, args.dst, args.member, args.force)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f'error: {err}')
     n = sum(v.numel() for v in out['state_dict'].values())

@@ -9,7 +9,7 @@ import torch
 from mmengine.hooks import Hook
 from torch import nn
 
-from mmkd.distillers import TEACHER, nets_of
+from mmkd.distillers import TEACHER, Net, nets_of
 from mmkd.registry import HOOKS
 from mmkd.utils import unwrap
 
@@ -27,10 +27,12 @@ class TeacherEvaluationHook(Hook):
     best checkpoint keep seeing only the student's metrics. Models without
     a teacher are skipped.
 
-    A frozen teacher's metrics only change with its weights and the data:
-    they are cached in ``cache_file`` under a key made of the checkpoint
-    (path, size, modification time), the split's dataloader and evaluator
-    configs, and reused by later runs (seeds of a table, resumed runs).
+    A frozen teacher's metrics change only with what the evaluation is made
+    of: they are cached in ``cache_file`` under a key made of the checkpoint
+    (path, size, modification time), the teacher's architecture, the data
+    preprocessor (type, settings, mean and std), the split's dataloader
+    (dataset, pipeline) and evaluator configs, and reused by later runs
+    (seeds of a table, resumed runs).
 
     Args:
         before_train: Evaluate on the validation set before training.
@@ -65,15 +67,14 @@ class TeacherEvaluationHook(Hook):
         model = unwrap(runner.model)
         everything = {}
         for net in nets_of(model, TEACHER):
-            prefix, teacher, checkpoint = net.log_prefix, net.module, net.checkpoint
-            key = self._cache_key(runner, checkpoint, split)
+            key = self._cache_key(runner, net, split)
             metrics = self._cached(key)
             note = ' (cached)'
             if metrics is None:
-                metrics = self._run(model, teacher, dataloader, evaluator)
+                metrics = self._run(model, net.module, dataloader, evaluator)
                 self._store(key, metrics)
                 note = ''
-            prefixed = {f'{prefix}/{k}': v for k, v in metrics.items()}
+            prefixed = {f'{net.log_prefix}/{k}': v for k, v in metrics.items()}
             everything.update(prefixed)
             self._report(runner, prefixed, f'{split} set', note)
         if everything:
@@ -98,12 +99,17 @@ class TeacherEvaluationHook(Hook):
                           for k, v in prefixed.items())
         runner.logger.info(f'teacher on the {where}: {shown}{note}')
 
-    def _cache_key(self, runner, checkpoint: Optional[str], split: str) -> Optional[str]:
+    def _cache_key(self, runner, net: Net, split: str) -> Optional[str]:
+        """Everything that changes the teacher's metrics: its weights file, its
+        architecture, the data preprocessor it is fed through, the split's
+        dataloader (dataset, pipeline) and evaluator."""
+        checkpoint = net.checkpoint
         if self.cache_file is None or not checkpoint or not osp.isfile(checkpoint):
             return None
         stat = os.stat(checkpoint)
         # The cache holds the evaluator's own names (the prefix depends on the run).
-        parts = ['unprefixed', osp.abspath(checkpoint), stat.st_size, stat.st_mtime_ns,
+        parts = ['v2', osp.abspath(checkpoint), stat.st_size, stat.st_mtime_ns,
+                 repr(net.module), module_fingerprint(unwrap(runner.model).data_preprocessor),
                  repr(runner.cfg.get(f'{split}_dataloader')),
                  repr(runner.cfg.get(f'{split}_evaluator'))]
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
@@ -129,3 +135,14 @@ class TeacherEvaluationHook(Hook):
             json.dump(cache, f, indent=1)
         os.replace(tmp, self.cache_file)
 
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A module's type, structure, plain settings and buffers, as text: two
+    modules with the same fingerprint transform inputs alike."""
+    settings = {name: {k: v for k, v in vars(m).items()
+                       if k != 'training' and not k.startswith('_forward')
+                       and isinstance(v, (bool, int, float, str, tuple, list, type(None)))}
+                for name, m in module.named_modules()}
+    tensors = {k: v.detach().cpu().tolist() for k, v in module.state_dict().items()}
+    return json.dumps([type(module).__qualname__, repr(module), settings, tensors], default=str)
