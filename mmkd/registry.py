@@ -2,11 +2,16 @@
 
 With ``default_scope='mmkd'`` every component of mmkd is found by its bare
 name, MMEngine's through the parent, and those of mmpretrain / mmdet / mmseg
-by their scope prefix (``mmpretrain.ResNet``, ``mmdet.RetinaNet``). The
+by their scope prefix (``mmpretrain.ResNet``, ``mmdet.RetinaNet``) or, when a
+single task package holds a bare name, by that name alone: a config loaded
+through ``mmkd::`` stamps ``_scope_='mmkd'`` on its top-level pieces, and a
+user who reuses its ``train_pipeline`` builds ``RandomCrop`` in mmkd's scope.
+A name that several packages hold is refused with the candidates. The
 ``locations`` make a registry import the modules that fill it on first use,
 so ``custom_imports`` is optional.
 """
 import importlib
+from typing import List
 
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -26,7 +31,54 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
-from mmengine.registry import Registry
+from mmengine.registry import DefaultScope
+from mmengine.registry import Registry as MMEngineRegistry
+
+
+def _enclosing_scopes() -> List[str]:
+    """Default scopes in effect, innermost first: MMEngine keeps the instances of a
+    nested ``overwrite_default_scope`` in creation order."""
+    instances = getattr(DefaultScope, '_instance_dict', {})  # MMEngine's own bookkeeping
+    return [i.scope_name for i in reversed(list(instances.values()))]
+
+
+class Registry(MMEngineRegistry):
+    """A child registry of MMEngine's that also finds bare names of task packages.
+
+    A bare name mmkd does not register is looked up in the sibling registries
+    of the same kind (mmpretrain's, mmdet's, mmseg's...): the version of the
+    innermost enclosing default scope that has one wins (a VOC dataset built
+    in mmdet's scope gets mmdet's ``RandomFlip``, not MMCV's, even when its
+    pipeline came from an ``mmkd::`` config and carries ``_scope_='mmkd'``);
+    then MMEngine's root; then a name only one package holds. A name several
+    packages hold and no enclosing scope decides is refused by a
+    ``KeyError`` that lists them and how to choose.
+    """
+
+    def get(self, key: str):
+        if not isinstance(key, str) or '.' in key or self.parent is None:
+            return super().get(key)
+        self.import_from_location()
+        if key in self._module_dict:  # mmkd's own components first
+            return self._module_dict[key]
+        owners = {}
+        for scope, sibling in self.parent.children.items():
+            if sibling is not self:
+                sibling.import_from_location()
+                if key in sibling.module_dict:
+                    owners[scope] = sibling.module_dict[key]
+        for scope in _enclosing_scopes():  # a task package's own version beats the root's
+            if scope in owners:
+                return owners[scope]
+        found = super().get(key)  # MMEngine's and MMCV's, in the root
+        if found is not None or len(owners) <= 1:
+            return found if found is not None else next(iter(owners.values()), None)
+        scopes = sorted(owners)
+        raise KeyError(
+            f'{key!r} is not an mmkd {self.name}, and {scopes} each have one: write '
+            f'type={scopes[0] + "." + key!r} (or another of {scopes}), or set _scope_ in '
+            'its dict.')
+
 
 _MODEL_LOCATIONS = ['mmkd.models', 'mmkd.recorders', 'mmkd.connectors', 'mmkd.losses',
                     'mmkd.distillers']

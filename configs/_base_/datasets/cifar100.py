@@ -11,11 +11,11 @@ data_preprocessor = dict(
     to_rgb=False,
 )
 train_pipeline = [
-    dict(type='RandomCrop', crop_size=32, padding=4),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.RandomCrop', crop_size=32, padding=4),
+    dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='mmpretrain.PackInputs'),
 ]
-test_pipeline = [dict(type='PackInputs')]
+test_pipeline = [dict(type='mmpretrain.PackInputs')]
 
 train_dataloader = dict(
     batch_size=128, num_workers=4, persistent_workers=True,

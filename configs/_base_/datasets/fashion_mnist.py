@@ -11,12 +11,15 @@ data_preprocessor = dict(
     to_rgb=False,
 )
 
+# Pipeline steps name their package: a user config that reuses `_base_.train_pipeline` of an
+# `mmkd::` config builds them in mmkd's scope (MMEngine stamps it), where bare names of several
+# task packages would be ambiguous.
 train_pipeline = [
-    dict(type='RandomCrop', crop_size=28, padding=2),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.RandomCrop', crop_size=28, padding=2),
+    dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='mmpretrain.PackInputs'),
 ]
-test_pipeline = [dict(type='PackInputs')]
+test_pipeline = [dict(type='mmpretrain.PackInputs')]
 
 train_dataloader = dict(
     batch_size=128,

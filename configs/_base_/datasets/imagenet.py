@@ -11,16 +11,16 @@ data_preprocessor = dict(
     to_rgb=True,
 )
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=224),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.LoadImageFromFile'),
+    dict(type='mmpretrain.RandomResizedCrop', scale=224),
+    dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='mmpretrain.PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.LoadImageFromFile'),
+    dict(type='mmpretrain.ResizeEdge', scale=256, edge='short'),
+    dict(type='mmpretrain.CenterCrop', crop_size=224),
+    dict(type='mmpretrain.PackInputs'),
 ]
 train_dataloader = dict(
     batch_size=32, num_workers=8, persistent_workers=True,

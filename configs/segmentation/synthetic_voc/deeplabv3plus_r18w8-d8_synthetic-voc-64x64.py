@@ -20,20 +20,20 @@ model = dict(
 # VOC 2012's pipelines with 512 px scaled to 64 px.
 data_root = 'data/synthetic_voc/VOC2012'
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(256, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='Pad', size=crop_size),
-    dict(type='PackSegInputs'),
+    dict(type='mmseg.LoadImageFromFile'),
+    dict(type='mmseg.LoadAnnotations'),
+    dict(type='mmseg.RandomResize', scale=(256, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='mmseg.RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='mmseg.RandomFlip', prob=0.5),
+    dict(type='mmseg.PhotoMetricDistortion'),
+    dict(type='mmseg.Pad', size=crop_size),
+    dict(type='mmseg.PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(256, 64), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
+    dict(type='mmseg.LoadImageFromFile'),
+    dict(type='mmseg.Resize', scale=(256, 64), keep_ratio=True),
+    dict(type='mmseg.LoadAnnotations'),
+    dict(type='mmseg.PackSegInputs'),
 ]
 train_dataloader = dict(
     _delete_=True, batch_size=8, num_workers=2, persistent_workers=True,
