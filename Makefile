@@ -26,7 +26,7 @@ $(STAMP): requirements/torch.txt requirements/build.txt requirements/openmmlab.t
 	$(PIP) install mmengine==0.10.7
 	JOBS=$(JOBS) bash tools/install/build_mmcv.sh $(PY)
 	$(PIP) install -r requirements/openmmlab.txt -r requirements/tests.txt -r requirements/lint.txt
-	$(PIP) install --no-deps --no-build-isolation --no-use-pep517 -e .
+	$(PIP) install --no-deps --no-build-isolation --use-pep517 -e .
 	$(PY) -c "import mmcv.ops, mmpretrain, mmdet, mmseg, mmkd; print('stack ok: mmcv', mmcv.__version__)"
 	@touch $@
 

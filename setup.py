@@ -21,10 +21,11 @@ def version() -> str:
 def add_mim_extension() -> None:
     """Expose ``configs/`` and ``tools/`` under ``mmkd/.mim``.
 
-    An editable install (``develop``) gets symlinks, so edits are seen at
-    once; a wheel or sdist build gets copies.
+    An editable install gets symlinks, so edits are seen at once: ``develop``
+    (old pip, ``--no-use-pep517``) or ``editable_wheel`` (PEP 660, current
+    pip). A wheel or sdist build gets copies.
     """
-    if "develop" in sys.argv:
+    if any(cmd in sys.argv for cmd in ('develop', 'editable_wheel')):
         mode = 'symlink'
     elif any(cmd in sys.argv for cmd in ('sdist', 'bdist_wheel', 'install', 'build')):
         mode = 'copy'

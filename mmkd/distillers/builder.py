@@ -28,7 +28,12 @@ def resolve_config_path(path: str) -> str:
         package = importlib.import_module(scope)
     except ImportError as err:
         raise FileNotFoundError(f'config {path!r}: package {scope!r} is not installed.') from err
-    full = osp.join(osp.dirname(package.__file__), '.mim', 'configs', rel)
+    configs = osp.join(osp.dirname(package.__file__), '.mim', 'configs')
+    if not osp.isdir(configs):
+        raise FileNotFoundError(
+            f'config {path!r}: {scope} has no configs installed beside it ({configs}); '
+            'reinstall it from its repository (pip install -e . or pip install .).')
+    full = osp.join(configs, rel)
     if not osp.isfile(full):
         raise FileNotFoundError(f'config {path!r}: {full} does not exist.')
     return full
