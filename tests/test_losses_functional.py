@@ -241,7 +241,11 @@ def test_dense_kl_losses_keep_their_values():
         s = torch.randn(2, 5, 6, 6, generator=generator)
         t = torch.randn(2, 5, 6, 6, generator=generator)
         assert torch.equal(ChannelWiseDivergence(tau=4.0)(s, t), old_cwd(s, t, 4.0))
-        assert torch.equal(PixelWiseKDLoss(tau=2.0)(s, t), old_pixel_kd(s, t, 2.0))
+        # normalize='pixels' is the per-pixel mean of before issue #19; the default, the
+        # official sum over the batch / (H * W), is N = 2 times that.
+        assert torch.equal(PixelWiseKDLoss(tau=2.0, normalize='pixels')(s, t),
+                           old_pixel_kd(s, t, 2.0))
+        torch.testing.assert_close(PixelWiseKDLoss(tau=2.0)(s, t), 2 * old_pixel_kd(s, t, 2.0))
 
 
 def test_dml_loss_keeps_its_formula_and_values():

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from torch import nn
 
 from mmkd.connectors import ABF, ReviewKDConnector
-from mmkd.losses import HCLLoss
+from mmkd.losses import HCLLoss, tensor_list
 from mmkd.registry import MODELS
 
 from conftest import REPO, STUDENT_WIDTHS, dist_train, runner_cfg, tiny_classifier
@@ -22,6 +22,62 @@ def test_hcl_hand_computed_with_skipped_sizes():
     full = (1 + 4 + 9 + 16) / 4          # 7.5
     pooled = 2.5**2                        # means 0 and 2.5
     assert HCLLoss()([s], [t]).item() == pytest.approx((full + 0.5 * pooled) / 1.5)
+
+
+def _hcl_reference(levels_s, levels_t):
+    """HCL from the paper's formula and the authors' level rule, in float64."""
+    total = 0.0
+    for s, t in zip(levels_s, levels_t):
+        s, t = s.double(), t.double()
+        h = s.shape[-2]
+        terms, weights = [((s - t)**2).mean()], [1.0]
+        for k, size in enumerate((4, 2, 1)):
+            if size >= h:  # the authors' rule: `if l >= h: continue`
+                continue
+            pooled = [torch.nn.functional.adaptive_avg_pool2d(x, (size, size)) for x in (s, t)]
+            weights.append(0.5**len(weights))
+            terms.append(weights[-1] * ((pooled[0] - pooled[1])**2).mean())
+        total = total + sum(terms) / sum(weights)
+    return total
+
+
+def test_hcl_matches_the_formula_with_the_pooled_level():
+    # The four levels of the authors' CIFAR code: three stages and the pooled 1x1 feature.
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4, 8, 8), (3, 8, 4, 4), (3, 16, 2, 2), (3, 16, 1, 1)]
+    s = [torch.randn(*shape, generator=gen) for shape in shapes]
+    t = [torch.randn(*shape, generator=gen) for shape in shapes]
+    value = HCLLoss(loss_weight=0.6)(s, t)
+    assert value.item() == pytest.approx(0.6 * _hcl_reference(s, t).item(), rel=1e-5)
+    # The 1x1 level is its MSE alone (every pooled size is skipped).
+    assert HCLLoss()(s[3], t[3]).item() == pytest.approx(
+        ((s[3].double() - t[3].double())**2).mean().item(), rel=1e-6)
+    # Nested lists (a list reference joining the stage record and the pooled record) flatten.
+    assert HCLLoss(loss_weight=0.6)(s, [t[:3], t[3]]).item() == pytest.approx(value.item(),
+                                                                             rel=1e-6)
+
+
+def test_hcl_level_rule_on_non_square_maps_is_the_authors():
+    # The authors skip pooled size l when l >= h (the height), whatever the width.
+    gen = torch.Generator().manual_seed(1)
+    for shape, kept in (((2, 3, 2, 8), 1), ((2, 3, 8, 2), 3), ((2, 3, 3, 5), 2)):
+        s, t = torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen)
+        expected = _hcl_reference([s], [t])
+        assert HCLLoss()(s, t).item() == pytest.approx(expected.item(), rel=1e-5), shape
+    # 2x8: only 1x1 is kept, so the loss is (MSE + MSE_1x1 / 2) / 1.5, by hand.
+    s = torch.zeros(1, 1, 2, 8)
+    t = torch.arange(16.0).view(1, 1, 2, 8)
+    full = (t**2).mean().item()
+    pooled = t.mean().item()**2
+    assert HCLLoss()(s, t).item() == pytest.approx((full + 0.5 * pooled) / 1.5)
+    # 8x2: 4x4 (the width of 2 repeated), 2x2 and 1x1 are all kept.
+    t = torch.arange(16.0).view(1, 1, 8, 2)
+    p4 = torch.nn.functional.adaptive_avg_pool2d(t, 4)
+    assert p4.shape[-2:] == (4, 4) and torch.equal(p4[..., 0], p4[..., 1])
+    p2 = torch.nn.functional.adaptive_avg_pool2d(t, 2)
+    by_hand = ((t**2).mean() + 0.5 * (p4**2).mean() + 0.25 * (p2**2).mean()
+               + 0.125 * t.mean()**2) / 1.875
+    assert HCLLoss()(s.view(1, 1, 8, 2), t).item() == pytest.approx(by_hand.item())
 
 
 def test_hcl_all_levels_on_8x8_and_sums_stages():
@@ -82,6 +138,22 @@ def test_review_order_each_output_sees_its_stage_and_deeper_ones():
         assert reached == [j >= i for j in range(3)], (i, reached)
 
 
+def test_pooled_level_fuses_nothing_and_brings_global_context_to_every_level():
+    # Levels as the authors' CIFAR code: stages at 8, 4, 2 and the pooled feature at 1x1.
+    connector = ReviewKDConnector(in_channels=[4, 8, 16, 16], out_channels=[8, 16, 32, 32])
+    assert connector.num_levels == 4 and connector.mid_channels == 16
+    assert [abf.attention is None for abf in connector.abfs] == [False, False, False, True]
+    feats = [torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4), torch.randn(2, 16, 2, 2)]
+    pooled = feats[-1].mean((2, 3), keepdim=True).requires_grad_()
+    outs = connector([feats, pooled])  # nested: a list reference of [stages, pooled]
+    assert [tuple(o.shape) for o in outs] == [(2, 8, 8, 8), (2, 16, 4, 4), (2, 32, 2, 2),
+                                              (2, 32, 1, 1)]
+    for out in outs:  # the pooled level's residual reaches every output
+        grad, = torch.autograd.grad((out * torch.randn_like(out)).sum(), pooled,
+                                    retain_graph=True)
+        assert grad.abs().sum() > 0
+
+
 def test_connector_infers_channels_and_size_ratios():
     cfg = ReviewKDConnector.infer_config(
         {}, [torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 4, 4)],
@@ -97,11 +169,14 @@ def _reviewkd_model(trained: dict) -> dict:
         type='SingleTeacherDistiller',
         student=tiny_classifier(depth=8, widths=STUDENT_WIDTHS),
         teacher=dict(trained['model'], checkpoint=trained['checkpoint']),
+        recorders=dict(pooled=dict(type='ModuleOutputs', source='neck', item=-1, as_map=True)),
         student_recorders=dict(feats=dict(type='StageFeatures', pre_relu=False)),
         teacher_recorders=dict(feats=dict(type='StageFeatures', pre_relu=True)),
-        connectors=dict(review=dict(type='ReviewKDConnector', input='student.feats',
-                                    like='teacher.feats')),
-        losses=dict(loss_review=dict(type='HCLLoss', student='review', teacher='teacher.feats',
+        connectors=dict(review=dict(type='ReviewKDConnector',
+                                    input=['student.feats', 'student.pooled'],
+                                    like=['teacher.feats', 'teacher.pooled'])),
+        losses=dict(loss_review=dict(type='HCLLoss', student='review',
+                                     teacher=['teacher.feats', 'teacher.pooled'],
                                      loss_weight=0.6)),
         dry_run_shape=(1, 28, 28))
 
@@ -128,7 +203,24 @@ def test_reviewkd_trains_with_ddp_and_warms_up(tmp_path, fashion_mnist_root, tin
     assert 'Distributed training: True' in open(glob.glob(str(work_dir / '*' / '*.log'))[0]).read()
 
 
-def test_every_reviewkd_config_builds():
+def test_pooled_record_is_the_neck_output_as_a_1x1_map(tiny_teacher):
+    from mmkd.recorders import ModuleOutputs
+    net = MODELS.build(tiny_classifier(depth=8, widths=STUDENT_WIDTHS)).eval()
+    rec = ModuleOutputs('neck', item=-1, as_map=True).attach(net)
+    x = torch.randn(3, 1, 28, 28)
+    with rec, torch.no_grad():
+        net(x, mode='tensor')
+        feats = net.backbone(x)
+    assert rec.get().shape == (3, STUDENT_WIDTHS[-1], 1, 1)
+    torch.testing.assert_close(rec.get(), feats[-1].mean((2, 3), keepdim=True))
+    wrong = ModuleOutputs('backbone', item=-1, as_map=True).attach(net)
+    with wrong, torch.no_grad():
+        net(x, mode='tensor')
+    with pytest.raises(ValueError, match=r'as_map=True.*\(3, 8, 7, 7\)'):
+        wrong.get()
+
+
+def test_every_reviewkd_config_builds_with_the_pooled_level():
     for path in sorted(glob.glob(osp.join(REPO, 'configs', 'reviewkd', '*.py'))):
         cfg = Config.fromfile(path)
         cfg.model.teacher.checkpoint = None
@@ -137,4 +229,22 @@ def test_every_reviewkd_config_builds():
         with pytest.warns(UserWarning, match='randomly initialised'):
             distiller = MODELS.build(cfg.model)
         review = distiller.connectors['review']
-        assert isinstance(review, nn.Module) and review.num_stages >= 3, path
+        stages = len(distiller.records['student']['feats'].stage_paths)
+        # One more level than the stages: the pooled feature, on both nets.
+        assert isinstance(review, nn.Module) and review.num_levels == stages + 1, path
+        assert review.abfs[-1].attention is None and review.abfs[-2].attention is not None
+        # What HCL receives in a step: the 1x1 pooled level last, on both sides.
+        seen = {}
+        hcl = distiller.distill_losses['loss_review']
+        handle = hcl.register_forward_pre_hook(
+            lambda _m, _a, kwargs: seen.update(kwargs), with_kwargs=True)
+        distiller.eval()
+        with torch.no_grad():
+            distiller._forward_nets(torch.randn(2, *cfg.model.dry_run_shape), None, 'tensor',
+                                    run_teachers=True)
+            distiller.compute_distill_losses(None)
+        handle.remove()
+        student, teacher = seen['student'], tensor_list(seen['teacher'])
+        assert len(student) == len(teacher) == stages + 1, path
+        assert student[-1].shape[-2:] == teacher[-1].shape[-2:] == (1, 1), path
+        assert teacher[-1].shape[1] == distiller.teacher.head.fc.in_features, path

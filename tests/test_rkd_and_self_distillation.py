@@ -108,41 +108,79 @@ def byot_model(**overrides) -> dict:
     return model
 
 
-def test_byot_loss_terms_follow_the_formula():
+def _byot_reference(aux_logits, deepest_logits, adapted, deepest_feature, labels, tau=3.0,
+                    alpha=0.3, lam=0.03):
+    """The terms of the authors' train.py, written out again in float64."""
+    q, t = aux_logits.double(), deepest_logits.double()
+    ce = torch.nn.functional.cross_entropy(q, labels)
+    soft_ce = -(torch.softmax(t / tau, 1) * torch.log_softmax(q / tau, 1)).sum(1).mean()
+    hint = ((adapted.double() - deepest_feature.double())**2).sum().sqrt()  # torch.dist
+    return (1 - alpha) * ce, alpha * soft_ce, lam * hint
+
+
+def test_byot_loss_terms_follow_the_authors_code():
     model = MODELS.build(byot_model())
     # Widths (4, 4, 8, 8): layer1 (4 ch, 28x28) needs two stride-2 convs to reach the
     # deepest feature (8 ch, 7x7), layer2 (8 ch, 14x14) one.
     assert [len(model.aux_heads[n].bottleneck) // 3 for n in ('layer1', 'layer2')] == [2, 1]
+    # The hint on every classifier but the one next to the deepest, through a Linear 8 -> 8.
+    assert list(model.hint_adapters) == ['layer1']
+    assert isinstance(model.hint_adapters['layer1'], torch.nn.Linear)
+    assert model.hint_adapters['layer1'].weight.shape == (8, 8)
     x = torch.randn(6, 1, 28, 28)
     labels = [3, 1, 4, 1, 5, 9]
     samples = [DataSample().set_gt_label(i) for i in labels]
     losses = model(x, samples, mode='loss')
-    assert set(losses) == {'loss_task', *(f'loss_{n}_{t}' for n in ('layer1', 'layer2')
-                                     for t in ('ce', 'kd', 'hint'))}
+    assert set(losses) == {'loss_task', 'loss_layer1_ce', 'loss_layer1_kd', 'loss_layer1_hint',
+                           'loss_layer2_ce', 'loss_layer2_kd'}
     # Recompute every term from the student's features and the heads.
     with torch.no_grad():
         feats = [model.student.backbone.stem(x)]
         for stage in model.student.backbone.stages():
             feats.append(stage(feats[-1]))
         deepest_logits = model.student(x, mode='tensor')
+        deepest_feature = feats[3].mean((2, 3))  # what the neck hands the deepest fc
         for name, feat in (('layer1', feats[1]), ('layer2', feats[2])):
             hint_feat, logits = model.aux_heads[name](feat)
-            ce = torch.nn.functional.cross_entropy(logits, torch.tensor(labels))
-            p_t = torch.softmax(deepest_logits / 3, 1)
-            kl = (p_t * (p_t.log() - torch.log_softmax(logits / 3, 1))).sum(1).mean()
-            hint = ((hint_feat - feats[3])**2).mean()
-            assert losses[f'loss_{name}_ce'].item() == pytest.approx(0.7 * ce.item(), rel=1e-4)
-            assert losses[f'loss_{name}_kd'].item() == pytest.approx(0.3 * 9 * kl.item(),
-                                                                     rel=1e-3)
-            assert losses[f'loss_{name}_hint'].item() == pytest.approx(0.03 * hint.item(),
-                                                                       rel=1e-4)
+            adapted = (model.hint_adapters[name](hint_feat.mean((2, 3))) if name == 'layer1'
+                       else hint_feat.mean((2, 3)))
+            ce, kd, hint = _byot_reference(logits, deepest_logits, adapted, deepest_feature,
+                                           torch.tensor(labels))
+            assert losses[f'loss_{name}_ce'].item() == pytest.approx(ce.item(), rel=1e-4)
+            assert losses[f'loss_{name}_kd'].item() == pytest.approx(kd.item(), rel=1e-4)
+            if name == 'layer1':
+                assert losses['loss_layer1_hint'].item() == pytest.approx(hint.item(), rel=1e-4)
     # The deepest classifier is the teacher: auxiliary terms do not move it.
     model.zero_grad()
     (losses['loss_layer1_kd'] + losses['loss_layer1_hint']).backward()
     assert model.student.head.fc.weight.grad is None
     assert model.student.backbone.layer3[0].conv1.weight.grad is None
     assert model.aux_heads['layer1'].fc.weight.grad is not None
+    assert model.hint_adapters['layer1'].weight.grad.abs().sum() > 0
     assert model.student.backbone.layer1[0].conv1.weight.grad is not None
+
+
+def test_byot_kd_forms_differ_by_tau_squared_and_the_target_entropy():
+    # kd_loss='kl_tau2' (Hinton's KD, mmkd before issue #19) against the authors' soft CE:
+    # tau^2 * (CE - H(target)), so the same gradient times tau^2 = 9.
+    authors = MODELS.build(byot_model())
+    hinton = MODELS.build(byot_model(kd_loss='kl_tau2'))
+    hinton.load_state_dict(authors.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    terms = {}
+    for name, model in (('authors', authors), ('hinton', hinton)):
+        model.eval()
+        with torch.no_grad():
+            model._forward_nets(x, None, 'tensor', run_teachers=False)
+            terms[name] = model.compute_distill_losses(None)
+            deepest = model.student_records['byot_logits'].get().double()
+        model._reset_records()
+    target = torch.softmax(deepest / 3, 1)
+    entropy = -(target * target.log()).sum(1).mean()
+    for layer in ('layer1', 'layer2'):
+        soft_ce = terms['authors'][f'loss_{layer}_kd'].double() / 0.3
+        kl_tau2 = terms['hinton'][f'loss_{layer}_kd'].double() / 0.3
+        assert kl_tau2.item() == pytest.approx(9 * (soft_ce - entropy).item(), rel=1e-4)
 
 
 # A student that plain mmpretrain builds (no mmkd component): ResNet-18 at widths 4..32.
@@ -174,7 +212,10 @@ def test_byot_trains_in_a_runner_and_exports_a_plain_student(tmp_path, fashion_m
     for path in glob.glob(osp.join(str(tmp_path / 'run'), '*', 'vis_data', 'scalars.json')):
         with open(path) as f:
             logged += [json.loads(line) for line in f]
-    assert any('loss_layer1_kd' in line and 'loss_layer3_hint' in line for line in logged)
+    # The hint: on layer1's classifier, not on layer3's (the one next to the deepest).
+    assert any('loss_layer1_kd' in line and 'loss_layer1_hint' in line for line in logged)
+    assert not any('loss_layer3_hint' in line for line in logged)
+    assert {id(p) for p in distiller.hint_adapters.parameters()} <= in_optimizer
     assert any('accuracy/top1' in line for line in logged)  # the student's own head
     every = distiller.predict_all(torch.randn(2, 1, 28, 28))
     assert {k: tuple(v.shape) for k, v in every.items()} == {
@@ -183,6 +224,7 @@ def test_byot_trains_in_a_runner_and_exports_a_plain_student(tmp_path, fashion_m
     src = osp.join(str(tmp_path / 'run'), 'epoch_1.pth')
     saved = torch.load(src, weights_only=False)['state_dict']
     assert any(k.startswith('aux_heads.') for k in saved)
+    assert any(k.startswith('hint_adapters.') for k in saved)
     dst = str(tmp_path / 'student.pth')
     export_student(src, dst)  # the function behind tools/model_converters/export_student.py
     exported = torch.load(dst, weights_only=True)['state_dict']
@@ -216,6 +258,8 @@ def test_byot_trains_in_a_runner_and_exports_a_plain_student(tmp_path, fashion_m
           aux_head=dict(type='AuxiliaryClassifier', num_downsamples=1)),
      r'bottleneck gives \(8, 14, 14\) but the deepest feature is \(8, 7, 7\)'),
     (dict(aux_sources=dict(pooled='neck')), 'must be a 4-d tensor'),
+    (dict(hint_on=['layer3']), r"hint_on names \['layer3'\]"),
+    (dict(kd_loss='kl'), 'kd_loss must be one of'),
 ])
 def test_bad_self_distillation_configs_are_named(overrides, message):
     with pytest.raises(DistillerConfigError, match=message):
@@ -231,3 +275,8 @@ def test_byot_config_builds():
     assert list(distiller.aux_heads) == ['layer1', 'layer2']
     # ResNet-8 widths (16, 16, 32, 64): both heads end at the deepest 64 channels.
     assert [h.fc.in_features for h in distiller.aux_heads.values()] == [64, 64]
+    # The authors' terms: soft CE without tau^2, hint on layer1 only (Linear 64 -> 64).
+    assert (distiller.kd_loss, distiller.tau, distiller.kd_weight, distiller.hint_weight,
+            distiller.ce_weight) == ('soft_ce', 3, 0.3, 0.03, pytest.approx(0.7))
+    assert list(distiller.hint_adapters) == ['layer1']
+    assert distiller.hint_adapters['layer1'].weight.shape == (64, 64)

@@ -38,22 +38,53 @@ def test_pixel_kd_against_a_hand_computed_example_ignores_255():
     # Pixel 1: far apart, but labelled 255.
     teacher = torch.tensor([[math.log(3), 5.0], [0.0, -5.0]]).reshape(1, 2, 1, 2)
     student = torch.zeros(1, 2, 1, 2, requires_grad=True)
-    loss = PixelWiseKDLoss(tau=1.0)
     labels = torch.tensor([[[1, 255]]])
-    value = loss(student, teacher, samples(labels))
-    assert value.item() == pytest.approx(KL_34, rel=1e-5)
-    # Without labels (as in the distiller's dry run) both pixels count.
     kl_1 = F.kl_div(F.log_softmax(student[0, :, 0, 1], 0), F.log_softmax(teacher[0, :, 0, 1], 0),
-                    reduction='sum', log_target=True)
-    assert loss(student, teacher).item() == pytest.approx((KL_34 + kl_1.item()) / 2, rel=1e-5)
+                    reduction='sum', log_target=True).item()
+    # The official normalisation (the default): the sum over the kept pixels / (H * W = 2).
+    loss = PixelWiseKDLoss(tau=1.0)
+    assert loss(student, teacher, samples(labels)).item() == pytest.approx(KL_34 / 2, rel=1e-5)
+    # Without labels (as in the distiller's dry run) both pixels count.
+    assert loss(student, teacher).item() == pytest.approx((KL_34 + kl_1) / 2, rel=1e-5)
+    # normalize='pixels': the mean over the kept pixels (one here).
+    mean = PixelWiseKDLoss(tau=1.0, normalize='pixels')
+    assert mean(student, teacher, samples(labels)).item() == pytest.approx(KL_34, rel=1e-5)
+    assert mean(student, teacher).item() == pytest.approx((KL_34 + kl_1) / 2, rel=1e-5)
     # tau: logits divided by tau, KL times tau^2; weight multiplies.
     weighted = PixelWiseKDLoss(tau=2.0, loss_weight=3.0)
     value = weighted(student, teacher * 2, samples(labels))
-    assert value.item() == pytest.approx(3 * 4 * KL_34, rel=1e-5)
+    assert value.item() == pytest.approx(3 * 4 * KL_34 / 2, rel=1e-5)
     # An all-ignored batch gives 0 and still back-propagates.
-    zero = loss(student, teacher, samples(torch.full((1, 1, 2), 255)))
-    zero.backward()
-    assert zero.item() == 0 and torch.equal(student.grad, torch.zeros_like(student))
+    for form in (loss, mean):
+        zero = form(student, teacher, samples(torch.full((1, 1, 2), 255)))
+        zero.backward()
+        assert zero.item() == 0 and torch.equal(student.grad, torch.zeros_like(student))
+    with pytest.raises(ValueError, match='normalize must be one of'):
+        PixelWiseKDLoss(normalize='batch')
+
+
+def test_pixel_kd_is_the_official_sum_over_the_batch_divided_by_h_w():
+    # The official CriterionPixelWise, written out again in float64 on random logits:
+    # sum over N*H*W pixels of sum_c -p_t log p_s, divided by W*H; as a KL it differs by
+    # the teacher's entropy (the same sum of -p_t log p_t / (H W)).
+    gen = torch.Generator().manual_seed(0)
+    student = torch.randn(3, 5, 4, 6, generator=gen)
+    teacher = torch.randn(3, 5, 4, 6, generator=gen)
+    p_t = torch.softmax(teacher.double(), 1)
+    cross_entropy = -(p_t * torch.log_softmax(student.double(), 1)).sum() / (4 * 6)
+    entropy = -(p_t * p_t.log()).sum() / (4 * 6)
+    value = PixelWiseKDLoss(tau=1.0, loss_weight=10.0)(student, teacher)
+    assert value.item() == pytest.approx(10 * (cross_entropy - entropy).item(), rel=1e-5)
+    # N times the per-pixel mean of mmkd before issue #19.
+    mean = PixelWiseKDLoss(tau=1.0, loss_weight=10.0, normalize='pixels')(student, teacher)
+    assert value.item() == pytest.approx(3 * mean.item(), rel=1e-5)
+    # With an ignore label, the ignored pixels drop out of the sum, not out of H * W.
+    labels = torch.randint(0, 3, (3, 4, 6), generator=gen)
+    labels[:, :2] = 255
+    kl = (p_t * (p_t.log() - torch.log_softmax(student.double(), 1))).sum(1)  # (N, H, W)
+    masked = (kl * (labels != 255)).sum() / (4 * 6)
+    assert PixelWiseKDLoss()(student, teacher, samples(labels)).item() == pytest.approx(
+        masked.item(), rel=1e-5)
 
 
 def test_pixel_kd_reads_labels_at_the_logits_size():
@@ -63,7 +94,7 @@ def test_pixel_kd_reads_labels_at_the_logits_size():
     labels = torch.zeros(1, 4, 8, dtype=torch.long)
     labels[:, :, 4:] = 255
     value = PixelWiseKDLoss()(student, teacher, samples(labels))
-    assert value.item() == pytest.approx(KL_34, rel=1e-5)
+    assert value.item() == pytest.approx(KL_34 / 2, rel=1e-5)  # one of H * W = 2 pixels kept
     with pytest.raises(ValueError, match='gt_sem_seg'):
         PixelWiseKDLoss()(student, teacher, [SegDataSample()])
 
@@ -355,4 +386,9 @@ def test_segmentation_configs_build_their_models(name, teacher_checkpoint):
     distiller = MODELS.build(model)
     assert distiller.student.backbone.depth == 18
     assert distiller.teacher.backbone.depth == (101 if name.startswith('voc') else 18)
+    # OFD's segmentation code runs the teacher with BN on batch statistics (t_net.train()).
+    norm = distiller.frozen_teachers['teacher'].norm
+    assert norm == ('batch_stats' if 'ofd' in osp.basename(name) else 'eval'), name
+    for loss in distiller.distill_losses.values():  # the official normalisation
+        assert getattr(loss, 'normalize', 'spatial') == 'spatial', name
     assert cfg.default_scope == 'mmkd' and cfg.train_dataloader.dataset['_scope_'] == 'mmseg'

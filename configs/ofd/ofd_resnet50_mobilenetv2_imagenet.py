@@ -1,5 +1,8 @@
-# OFD's ImageNet setting (paper Table 4): ResNet-50 -> MobileNetV2 (mmpretrain's models).
-# The teacher's four stages are matched by MobileNetV2 features of the same strides
+# OFD's ImageNet teacher and schedule with another student: the paper (Table 4) and the
+# authors' code (ImageNet/models/MobileNet.py, setup (b)) distil ResNet-50 into MobileNet v1,
+# which mmpretrain does not have; this config distils it into mmpretrain's MobileNetV2, so
+# its results are not the paper's row. The teacher's four stages are matched by
+# MobileNetV2 features of the same strides
 # (4, 8, 16, 32): the pre-ReLU6 features after layer2, layer3 and layer5 (the next block's
 # expansion, before its ReLU6) and before the last conv's ReLU6.
 _base_ = ['./ofd_resnet152_resnet50_imagenet.py']

@@ -10,12 +10,16 @@ from .base import (
 )
 from .connector_list import ConnectorList
 from .conv_bn import ConvBNConnector
+from .embed import EmbedConnector
 from .identity import IdentityConnector
 from .linear import LinearConnector
 from .margin_relu import MarginReLU, margin_from_bn
 from .review import ReviewKDConnector
+from .vid import GaussianPrediction, VIDRegressor
 
 __all__ = ['ABF', 'AuxiliaryClassifier', 'BaseConnector', 'ConnectorConfigError',
            'ConnectorList', 'ConvBNConnector', 'IdentityConnector', 'LinearConnector', 'MarginReLU',
            'RecordFacts', 'ReviewKDConnector', 'channels_of', 'infer_connector_config',
-           'margin_from_bn']
+           'margin_from_bn',
+           'GaussianPrediction', 'VIDRegressor',
+           'EmbedConnector']

@@ -22,7 +22,12 @@ class ABF(nn.Module):
     two one-channel attention maps. The fused :math:`x` is resized to the
     teacher's size and mapped to the teacher's width,
     :math:`y = \mathrm{BN}(W_{3 \times 3} x)`. The deepest ABF has no
-    residual and does not fuse.
+    residual and does not fuse (in the authors' code it serves the pooled
+    :math:`1 \times 1` level, so the next one fuses global context).
+    The layers, their initialisation (``kaiming_uniform_(a=1)`` on both
+    convolutions) and the nearest resizing are those of the authors' code.
+
+    Fidelity: docs/fidelity.md#reviewkd
 
     Args:
         in_channels: Student channels of this stage.

@@ -20,6 +20,15 @@ class AuxiliaryClassifier(BaseConnector):
     :class:`~mmkd.distillers.SelfDistiller` (Be Your Own Teacher), which
     fills in every argument but ``init_cfg`` from its dry run.
 
+    The BYOT paper (ICCV 2019, Sec. 3) gives each shallow classifier a
+    bottleneck, a fully connected layer and a softmax, without fixing the
+    bottleneck's layers; the authors' final code builds it from stride-2
+    depthwise-separable convolutions (``SepConv``) behind an attention mask
+    on each stage, which this class does not reproduce (see the fidelity
+    page).
+
+    Fidelity: docs/fidelity.md#byot
+
     Args:
         in_channels: Channels of the shallow feature.
         out_channels: Channels of the deepest feature.

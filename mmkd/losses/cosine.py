@@ -19,6 +19,8 @@ class CosineLoss(BaseDistillLoss):
     vector (``CosineEmbeddingLoss`` with target 1). The two vectors must
     have the same length: pool or connect first when they do not.
 
+    Fidelity: docs/fidelity.md#cosine
+
     Args:
         loss_weight: Factor on the loss.
     """

@@ -31,6 +31,8 @@ class ChannelWiseDivergence(BaseDistillLoss):
     ``resize``), so a student with another output stride works. No labels
     are used, so ignored pixels count like the others. Computed in fp32.
 
+    Fidelity: docs/fidelity.md#cwd
+
     Args:
         tau: Temperature :math:`\tau` (the paper uses 4 on logits).
         resize: ``'larger'``, ``'student'`` or ``'teacher'``: the size at

@@ -41,6 +41,8 @@ class DMLLoss(BaseDistillLoss):
     keeps the gradient scale independent of the temperature (:math:`\tau = 1`
     is the paper's setting). Computed in fp32.
 
+    Fidelity: docs/fidelity.md#dml
+
     Args:
         tau: Temperature :math:`\tau`.
         form: ``'kl'`` or ``'js'``.

@@ -63,6 +63,8 @@ class FSPLoss(BaseDistillLoss):
     nets may differ. Used as stage 1 of two-stage training
     (:class:`~mmkd.engine.StagedTrainLoop`).
 
+    Fidelity: docs/fidelity.md#fsp
+
     Args:
         pairs: Index pairs into the feature lists; consecutive by default.
         pair_weights: :math:`\lambda_i`, one per pair; 1 by default.

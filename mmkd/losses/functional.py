@@ -4,8 +4,10 @@ Every loss that compares distributions computes its Kullback-Leibler
 divergence with :func:`kl_divergence`, so the formula, the handling of
 :math:`0 \log 0` and the guard against round-off below zero live in one
 place. :func:`tempered_log_softmax` / :func:`tempered_softmax` soften logits
-at a temperature in fp32, and :func:`paired` turns "a tensor or a list of
-tensors" on each side into matching pairs.
+at a temperature in fp32, :func:`standardize_logits` z-scores logits for
+the ``logit_standardization`` option of the softmax-based losses, and
+:func:`paired` turns "a tensor or a list of tensors" on each side into
+matching pairs.
 """
 from typing import List, Tuple
 
@@ -94,6 +96,46 @@ def kl_divergence(target: torch.Tensor, log_q: torch.Tensor, dim: int = 1,
         raise ValueError(f'kl_divergence reduction must be one of {REDUCTIONS}; '
                          f'got {reduction!r}.')
     terms = F.kl_div(log_q, target, reduction='none', log_target=target_is_log)
+    return _reduce_divergence_terms(terms, dim, reduction)
+
+
+def smoothed_kl_divergence(target: torch.Tensor, q: torch.Tensor, eps: float, dim: int = 1,
+                           reduction: str = 'none') -> torch.Tensor:
+    r"""KL divergence with :math:`\epsilon` added to both distributions inside the log.
+
+    .. math::
+        \mathrm{KL}_\epsilon(p \,\|\, q) = \sum_i p_i \,
+        \big(\log (p_i + \epsilon) - \log (q_i + \epsilon)\big)
+
+    The form of the PKT authors' code (Passalis and Tefas, ECCV 2018,
+    ``p * log((p + eps) / (q + eps))``), which keeps the log finite where a
+    probability is zero. It approaches :math:`\mathrm{KL}(p \,\|\, q)` as
+    :math:`\epsilon \to 0`; for :math:`\epsilon > 0` it can fall below
+    zero where :math:`p \approx q` (by at most :math:`\log(1 + K \epsilon)`,
+    :math:`K` outcomes), and like :func:`kl_divergence` the result is
+    clamped at zero.
+
+    Args:
+        target: Probabilities :math:`p`.
+        q: Probabilities :math:`q` (not their log), broadcastable with ``target``.
+        eps: :math:`\epsilon \ge 0`.
+        dim: The dimension that holds each distribution.
+        reduction: As for :func:`kl_divergence`.
+
+    Returns:
+        The divergences (``'none'``) or a scalar, never below zero.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'smoothed_kl_divergence reduction must be one of {REDUCTIONS}; '
+                         f'got {reduction!r}.')
+    if eps < 0:
+        raise ValueError(f'smoothed_kl_divergence needs eps >= 0; got {eps}.')
+    terms = target * (torch.log(target + eps) - torch.log(q + eps))
+    return _reduce_divergence_terms(terms, dim, reduction)
+
+
+def _reduce_divergence_terms(terms: torch.Tensor, dim: int, reduction: str) -> torch.Tensor:
+    """Elementwise KL terms summed per distribution or reduced, clamped at zero."""
     if reduction == 'none':
         return terms.sum(dim).clamp_min(0)
     total = terms.sum()
@@ -141,16 +183,79 @@ def _bernoulli_log_probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.stack([F.logsigmoid(logits), F.logsigmoid(-logits)], dim=-1)
 
 
+#: The constant the authors of logit standardisation add to the standard deviation.
+STANDARDIZATION_EPS = 1e-7
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = STANDARDIZATION_EPS,
+                       dim: int = 1) -> torch.Tensor:
+    r"""Z-score of logits over the classes, in fp32 (Sun et al., CVPR 2024).
+
+    "Logit Standardization in Knowledge Distillation" feeds each net's
+    logits through
+
+    .. math::
+        \mathcal{Z}(z)_i = \frac{z_i - \bar{z}}{\sigma(z) + \epsilon}, \qquad
+        \bar{z} = \frac{1}{K} \sum_{j=1}^{K} z_j, \qquad
+        \sigma(z) = \sqrt{\frac{1}{K - 1} \sum_{j=1}^{K} (z_j - \bar{z})^2}
+
+    before the temperature softmax, so that the student matches the
+    teacher's logit *relations*, not their range. :math:`\sigma` is the
+    unbiased standard deviation (``torch.std``, as in the authors' code; the
+    paper writes :math:`1/K`, a factor :math:`\sqrt{K / (K - 1)}` on the
+    effective temperature). Gradients flow through the mean and the
+    standard deviation.
+
+    Args:
+        logits: Logits :math:`z`, any floating dtype (computed in fp32).
+        eps: :math:`\epsilon`, keeps constant logits finite (they map to 0).
+        dim: The class dimension.
+
+    Returns:
+        fp32 standardised logits, shape of ``logits``: mean 0 and standard
+        deviation (nearly) 1 along ``dim``.
+    """
+    logits = logits.float()
+    mean = logits.mean(dim, keepdim=True)
+    std = logits.std(dim, keepdim=True)
+    return (logits - mean) / (std + eps)
+
+
+def softmax_logits(logits: torch.Tensor, standardize: bool) -> torch.Tensor:
+    """The logits a softmax-based loss compares: fp32, z-scored when asked.
+
+    The one switch behind the ``logit_standardization`` option of
+    :class:`KDLoss`, :class:`DKDLoss`, :class:`DISTLoss` and
+    :class:`MultiTeacherKDLoss`; each applies it to every net's logits
+    (class dimension 1) before its temperature.
+
+    Args:
+        logits: Logits with classes on dimension 1.
+        standardize: Apply :func:`standardize_logits`.
+
+    Returns:
+        fp32 logits.
+    """
+    return standardize_logits(logits) if standardize else logits.float()
+
+
 def tensor_list(value: TensorOrList) -> List[torch.Tensor]:
     """One tensor as a list of one; a sequence of tensors as a list.
 
+    Nested sequences are flattened in order, so a list reference that joins
+    a list record and a tensor record (ReviewKD's
+    ``['teacher.feats', 'teacher.pooled']``: the stage features, then the
+    pooled level) gives one list of tensors.
+
     Args:
-        value: A tensor or a sequence of tensors.
+        value: A tensor or a (possibly nested) sequence of tensors.
 
     Returns:
-        A new list of the tensors.
+        A new flat list of the tensors.
     """
-    return [value] if isinstance(value, torch.Tensor) else list(value)
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for item in value for t in tensor_list(item)]
 
 
 def paired(student: TensorOrList, teacher: TensorOrList, loss_name: str,

@@ -16,8 +16,8 @@ def hierarchical_context_loss(student: torch.Tensor, teacher: torch.Tensor,
     loss = F.mse_loss(student, teacher)
     weight, total = 1.0, 1.0
     for size in levels:
-        if size >= student.shape[-2] and size >= student.shape[-1]:
-            continue  # pooling would not make the feature smaller
+        if size >= student.shape[-2]:
+            continue  # the authors' rule: the height alone decides (see HCLLoss)
         weight /= 2.0
         loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(student, size),
                                           F.adaptive_avg_pool2d(teacher, size))
@@ -29,18 +29,32 @@ def hierarchical_context_loss(student: torch.Tensor, teacher: torch.Tensor,
 class HCLLoss(BaseDistillLoss):
     r"""Hierarchical context loss over the stages of a review path.
 
-    For each stage, the features are compared at full resolution and after
-    adaptive average pooling to :math:`4 \times 4`, :math:`2 \times 2`,
-    :math:`1 \times 1` (a size that is not smaller than the feature is
-    skipped), with weights :math:`1, \frac12, \frac14, \frac18` for the
-    levels kept, normalised by their sum:
+    For each level :math:`i` of the review path (the stage features and,
+    as in the authors' code, the globally pooled feature as a
+    :math:`1 \times 1` map), the features are compared at full resolution
+    and after adaptive average pooling to :math:`4 \times 4`,
+    :math:`2 \times 2`, :math:`1 \times 1`, with weights
+    :math:`1, \frac12, \frac14, \frac18` for the pyramid levels kept,
+    normalised by their sum:
 
     .. math::
         \mathcal{L}_{HCL} = \sum_{i} \frac{\sum_{k} w_k \,
         \mathrm{MSE}\big(P_k(s_i), P_k(t_i)\big)}{\sum_k w_k}
 
     where :math:`P_0` is the identity and :math:`\mathrm{MSE}` the mean
-    squared error over all elements.
+    squared error over all elements. A :math:`1 \times 1` level is
+    compared by its MSE alone.
+
+    Which pyramid sizes are kept follows the authors' code (ReviewKD's
+    CIFAR-100 and ImageNet ``hcl``, mdistiller's ``hcl_loss``): size
+    :math:`l` is skipped when :math:`l \ge H`, the feature's *height*, and
+    the pooled map is always :math:`l \times l`. On square maps this is
+    "skip what would not shrink the map"; on a non-square map the width
+    plays no part (a :math:`2 \times 8` map keeps only :math:`1 \times 1`,
+    an :math:`8 \times 2` map keeps all three, pooling its width of 2 up
+    to 4 by repetition), as in that code.
+
+    Fidelity: docs/fidelity.md#reviewkd
 
     Args:
         levels: Pooled sizes after the full resolution.

@@ -14,11 +14,19 @@ class MSELoss(BaseDistillLoss):
     .. math::
         \mathcal{L}_{hint} = \frac{1}{|F|} \, \| r(F_s) - F_t \|_2^2
 
-    where :math:`r` is the connector (regressor) applied to the student.
+    where :math:`r` is the connector (regressor) applied to the student and
+    :math:`|F|` the number of elements of the whole batch's feature
+    (``reduction='mean'``, as RepDistiller's ``HintLoss``). With
+    ``reduction='batchmean'`` the squared differences are summed over each
+    sample's feature and averaged over the batch:
+    :math:`\frac{1}{N} \| r(F_s) - F_t \|_2^2`.
+
+    Fidelity: docs/fidelity.md#fitnets
 
     Args:
         loss_weight: Factor on the loss.
-        reduction: ``'mean'`` over elements or ``'sum'`` divided by batch size.
+        reduction: ``'mean'`` (over all elements) or ``'batchmean'`` (the sum
+            divided by the batch size).
     """
 
     def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean'):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss, ShapeMismatchError
-from .functional import kl_divergence, tempered_log_softmax, tensor_list
+from .functional import kl_divergence, softmax_logits, tempered_log_softmax, tensor_list
 
 COMBINATIONS = ('arithmetic', 'geometric')
 
@@ -35,6 +35,13 @@ class MultiTeacherKDLoss(BaseDistillLoss):
 
     With one teacher both combinations reduce to :class:`KDLoss`.
 
+    With ``logit_standardization`` (Sun et al., CVPR 2024) every teacher's
+    logits and the student's are z-scored per sample before the temperature
+    (:func:`~mmkd.losses.functional.standardize_logits`), as in
+    :class:`KDLoss`.
+
+    Fidelity: docs/fidelity.md#multi-teacher
+
     Args:
         combine: ``'arithmetic'`` or ``'geometric'``.
         weights: One weight per teacher, in the order of the ``teacher``
@@ -42,6 +49,7 @@ class MultiTeacherKDLoss(BaseDistillLoss):
             teachers equally.
         tau: Temperature :math:`\tau`.
         loss_weight: Factor on the loss.
+        logit_standardization: Z-score each net's logits before the softmax.
 
     Example (loss config of a :class:`MultiTeacherDistiller`)::
 
@@ -54,7 +62,8 @@ class MultiTeacherKDLoss(BaseDistillLoss):
     """
 
     def __init__(self, combine: str = 'arithmetic', weights: Optional[Sequence[float]] = None,
-                 tau: float = 4.0, loss_weight: float = 1.0):
+                 tau: float = 4.0, loss_weight: float = 1.0,
+                 logit_standardization: bool = False):
         super().__init__(loss_weight)
         if combine not in COMBINATIONS:
             raise ValueError(f'MultiTeacherKDLoss combine must be one of {COMBINATIONS}; '
@@ -69,6 +78,7 @@ class MultiTeacherKDLoss(BaseDistillLoss):
         self.combine = combine
         self.weights = weights
         self.tau = tau
+        self.logit_standardization = logit_standardization
 
     def _teacher_weights(self, num: int, like: torch.Tensor) -> torch.Tensor:
         if self.weights is None:
@@ -96,7 +106,8 @@ class MultiTeacherKDLoss(BaseDistillLoss):
                 raise ShapeMismatchError(type(self).__name__, logits[0].shape, value.shape,
                                          'every teacher\'s logits of the same shape (shown '
                                          'as "student" and "teacher": two teachers)')
-        stacked = torch.stack([t.float() for t in logits]) / self.tau  # (K, N, C)
+        stacked = torch.stack([softmax_logits(t, self.logit_standardization)
+                               for t in logits]) / self.tau  # (K, N, C)
         weights = self._teacher_weights(len(logits), stacked).view(-1, 1, 1)
         if self.combine == 'arithmetic':
             return (weights * F.softmax(stacked, dim=-1)).sum(0)
@@ -108,10 +119,12 @@ class MultiTeacherKDLoss(BaseDistillLoss):
         if student.shape != target.shape:
             raise ShapeMismatchError(type(self).__name__, student.shape, target.shape,
                                      'student logits of the teachers\' shape')
-        log_p_s = tempered_log_softmax(student, self.tau)
+        log_p_s = tempered_log_softmax(softmax_logits(student, self.logit_standardization),
+                                       self.tau)
         kl = kl_divergence(target, log_p_s, reduction='batchmean')
         return kl * self.tau**2
 
     def extra_repr(self) -> str:
+        standardized = ', logit_standardization=True' if self.logit_standardization else ''
         return (f'combine={self.combine!r}, weights={self.weights}, tau={self.tau}, '
-                f'loss_weight={self.loss_weight}')
+                f'loss_weight={self.loss_weight}{standardized}')

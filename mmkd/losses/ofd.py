@@ -37,6 +37,8 @@ class OFDLoss(BaseDistillLoss):
     paper's CIFAR code, 10000 for ImageNet): the deepest stage weighs 1, each
     shallower one half the next.
 
+    Fidelity: docs/fidelity.md#ofd
+
     Args:
         normalizer: :math:`Z`.
         stage_weights: :math:`w_i`; ``None`` for :math:`2^{-(n-i)}`.

@@ -68,6 +68,8 @@ class RKDLoss(BaseDistillLoss):
     (those with repeated indices add zero) and :math:`\mu` is computed on
     each net's own batch. Feature maps are flattened to vectors.
 
+    Fidelity: docs/fidelity.md#rkd
+
     Args:
         distance_weight: :math:`\lambda_D` (the paper uses 25).
         angle_weight: :math:`\lambda_A` (the paper uses 50).

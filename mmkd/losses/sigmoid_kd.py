@@ -34,6 +34,8 @@ class SigmoidKDLoss(BaseDistillLoss):
     with :func:`~mmkd.losses.functional.binary_kl_divergence`, which never
     rounds below zero where student and teacher agree.
 
+    Fidelity: docs/fidelity.md#detection
+
     Args:
         tau: Temperature :math:`\tau`.
         num_classes: Classes per anchor (20 for VOC; 1 for an RPN); the

@@ -10,4 +10,6 @@ model = dict(
         feats_t=dict(type='MarginReLU', input='teacher.feats')),
     losses=dict(_delete_=True, loss_ofd=dict(
         type='OFDLoss', student='feats_s', teacher='feats_t', normalizer=1e5,
-        stage_weights=[1 / 8, 1 / 4, 1 / 2, 1])))
+        stage_weights=[1 / 8, 1 / 4, 1 / 2, 1])),
+    # The teacher's BNs on batch statistics, as the VOC OFD config and OFD's segmentation code.
+    teacher_norm='batch_stats')

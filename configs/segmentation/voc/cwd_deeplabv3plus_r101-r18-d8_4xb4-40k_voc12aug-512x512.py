@@ -8,4 +8,7 @@ model = dict(
     connectors=None,
     # tau and the weight of the paper's logit distillation.
     losses=dict(_delete_=True, loss_cwd=dict(type='ChannelWiseDivergence', student='logits',
-                                             teacher='logits', tau=4.0, loss_weight=3.0)))
+                                             teacher='logits', tau=4.0, loss_weight=3.0)),
+    # The teacher in eval mode (stored BN statistics), as the CWD and SKD authors' code; the
+    # OFD config inherited here runs it on batch statistics.
+    teacher_norm='eval')

@@ -22,7 +22,10 @@ model = dict(
         feats_t=dict(type='MarginReLU', input='teacher.feats')),
     # As OFD's segmentation code: stage dividers 8, 4, 2, 1 and 1e-5 / batch overall.
     losses=dict(loss_ofd=dict(type='OFDLoss', student='feats_s', teacher='feats_t',
-                              normalizer=1e5, stage_weights=[1 / 8, 1 / 4, 1 / 2, 1])))
+                              normalizer=1e5, stage_weights=[1 / 8, 1 / 4, 1 / 2, 1])),
+    # As OFD's segmentation code (t_net.train()): the teacher's BNs normalise with the batch's
+    # statistics (synchronised across GPUs by its SyncBN), its stored statistics untouched.
+    teacher_norm='batch_stats')
 
 # The teacher's mIoU on the val set, once before training and before testing.
 custom_hooks = [dict(type='TeacherEvaluationHook')]

@@ -3,6 +3,9 @@
 _base_ = ['./cwd_deeplabv3plus_r101-r18-d8_4xb4-40k_voc12aug-512x512.py']
 
 model = dict(
-    # The weight of pixel-wise distillation in the paper (lambda_1 = 10).
+    # The weight of pixel-wise distillation in the paper (lambda_1 = 10), on the official
+    # code's normalisation: the KL summed over the batch's pixels (label 255 left out) and
+    # divided by the logits' H * W, i.e. 4x the per-pixel mean at 4 images per GPU.
     losses=dict(_delete_=True, loss_pkd=dict(type='PixelWiseKDLoss', student='logits',
-                                             teacher='logits', tau=1.0, loss_weight=10.0)))
+                                             teacher='logits', tau=1.0, normalize='spatial',
+                                             loss_weight=10.0)))
