@@ -11,7 +11,6 @@ model = dict(
     student=dict(cfg_path='mmkd::models/resnet20_fashionmnist.py'),
     teacher=dict(cfg_path='mmkd::models/resnet56_fashionmnist.py',
                  checkpoint=teacher_checkpoint),
-    recorders=dict(logits=dict(type='ModuleOutputs', source='head.fc')),
-    losses=dict(loss_kd=dict(type='KDLoss', student='logits', teacher='logits', tau=4,
-                             loss_weight=0.9)),
+    # The logits (head.fc of both nets, found by the recipe), KL at tau 4, weight 0.9.
+    recipe='mmkd::recipes/kd.py',
     dry_run_shape=(1, 28, 28))

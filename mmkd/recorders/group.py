@@ -7,6 +7,7 @@ from torch import nn
 from mmkd.registry import MODELS
 
 from .base import BaseRecorder
+from .locate import locate_records
 from .session import Recording
 
 
@@ -15,8 +16,14 @@ class RecorderGroup:
 
     Args:
         model: The net the recorders attach to.
-        recorders: name -> recorder config (or recorder).
+        recorders: name -> recorder config (or recorder). A config may name
+            what it records by role (``source='<logits>'``): the net's
+            locator finds it (:mod:`mmkd.recorders.locate`); a role found per
+            level gives one record per level (``fpn`` -> ``fpn_p3``, ...).
         owner: A name for messages (``'student'``, ``'teacher'``).
+
+    Attributes:
+        levels: Records given by a per-level role -> their level names.
 
     Example:
         >>> group = RecorderGroup(teacher, dict(feat=dict(type='ModuleOutputs',
@@ -30,6 +37,7 @@ class RecorderGroup:
         self.owner = owner
         self.model = model
         self.recorders: Dict[str, BaseRecorder] = {}
+        recorders, self.levels = locate_records(model, recorders, owner)
         for name, cfg in recorders.items():
             self.add(name, cfg)
 
