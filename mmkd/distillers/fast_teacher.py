@@ -1,0 +1,800 @@
+"""An exact fast path for frozen teachers.
+
+A frozen teacher in eval mode computes a fixed function, so it can be run
+more cheaply without changing what it computes (up to float32 round-off):
+
+* **BN folding** (``fold_bn``): each ``Conv2d`` whose output only an
+  eval-mode ``BatchNorm2d`` reads runs as one convolution with the BN folded
+  into its weight and bias, and the BN passes its input through. Nothing is
+  replaced: the conv and BN modules stay where they are, with their own
+  parameters and buffers (the teacher's ``state_dict`` is unchanged; the
+  folded weights are non-persistent buffers of the conv), so module paths,
+  records and checkpoints keep their meaning. A record of the BN's output is
+  the folded conv's output; a pre-ReLU record is still the ReLU's input. A
+  pair is left alone where a record reads the conv's output or the BN's
+  input, where anything else reads the conv's output, and in a teacher run
+  on batch statistics (``teacher_norm='batch_stats'``). A pair computes as
+  built while its BN trains (e.g. under
+  :func:`~mmkd.distillers.norm_mode.batch_statistics`) and while a hook
+  added later reads its conv's output or its BN's input (an analysis
+  hook sees the values it expects). Weights loaded later (resume,
+  ``teacher_in_checkpoint``) are folded again.
+* **Channels-last** (``channels_last``): convolutional teachers hold their
+  weights, and get their inputs, in channels-last memory format. Their
+  records are read in the usual (contiguous) layout: a loss sees the same
+  tensors as without the fast path.
+* **torch.compile** (``compile``, off by default): every largest part of
+  the teacher that holds no record (e.g. the backbone, when the logits are
+  distilled) is compiled; the part falls back to eager execution whenever a
+  hook is added inside it. The compile time is logged after the teacher's
+  first call.
+
+The distiller applies the fast path once its records are located and its
+dry run made (:func:`accelerate_teachers`), then runs the dry run again and
+compares every teacher record with the unmodified teacher's: a teacher whose
+records differ keeps no fast path (with a warning). ``torch.inference_mode``
+is not used: on the CPUs measured it gave no measurable gain over
+``no_grad``, and its tensors cannot be saved for backward, which losses that
+multiply a student tensor by a teacher record would do.
+
+Example (config)::
+
+    model = dict(type='SingleTeacherDistiller', ...,
+                 teacher_fast_path=dict(fold_bn=True, channels_last=True, compile=False))
+"""
+import copy
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Union
+
+import torch
+from mmengine.logging import MMLogger, print_log
+from torch import nn
+from torch.nn.modules import module as module_globals
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.overrides import TorchFunctionMode
+
+from mmkd.recorders import (
+    BaseRecorder,
+    ModuleInputs,
+    ModuleRecorder,
+    RecordNotFoundError,
+    StageFeatures,
+)
+
+from .errors import DistillerConfigError
+from .references import RecordRef
+
+#: The fast path's settings and their defaults (chosen by measurement, docs/benchmark.md).
+FAST_PATH_DEFAULTS = dict(fold_bn=True, channels_last=True, compile=False)
+#: Relative tolerance of the build-time check of the records against the plain teacher's.
+CHECK_RTOL = 1e-3
+
+_PLAIN_CLASS = '_mmkd_plain_class'
+_FOLD_PARTNER = '_mmkd_fold_partner'
+_FOLD_SOURCES = '_mmkd_fold_sources'
+_CHANNELS_LAST = '_mmkd_channels_last'
+_WEIGHT, _BIAS = 'mmkd_folded_weight', 'mmkd_folded_bias'
+
+#: Tensor functions that read only a tensor's metadata, never its values.
+_METADATA = frozenset((
+    'dim', 'ndim', 'ndimension', 'size', 'shape', 'numel', 'nelement', 'dtype', 'device',
+    'layout', 'stride', 'storage_offset', 'is_contiguous', 'is_floating_point', 'is_complex',
+    'element_size', 'requires_grad', 'is_leaf', 'grad_fn', 'is_cuda', 'is_cpu', 'is_meta',
+    'is_sparse', 'is_quantized', 'is_mkldnn', 'get_device', 'data_ptr', 'names', '__len__',
+    'new_zeros', 'new_ones', 'new_empty', 'new_full', '_version'))
+
+
+def fast_path_settings(value: Union[bool, None, Mapping]) -> Dict[str, Any]:
+    """The complete fast-path settings of a ``teacher_fast_path`` value.
+
+    Args:
+        value: ``True``/``None`` (the defaults, :data:`FAST_PATH_DEFAULTS`),
+            ``False`` (off), or a dict overriding some of ``fold_bn``,
+            ``channels_last`` (bools) and ``compile`` (a bool, or a dict of
+            ``torch.compile`` keyword arguments, e.g. ``dict(mode='max-autotune')``).
+
+    Returns:
+        A dict with the three keys.
+    """
+    if value is None or value is True:
+        return dict(FAST_PATH_DEFAULTS)
+    if value is False:
+        return dict(fold_bn=False, channels_last=False, compile=False)
+    if not isinstance(value, Mapping):
+        raise DistillerConfigError(f'teacher_fast_path must be True, False or a dict of '
+                                   f'{sorted(FAST_PATH_DEFAULTS)}; got {value!r}.')
+    unknown = sorted(set(value) - set(FAST_PATH_DEFAULTS))
+    if unknown:
+        raise DistillerConfigError(f'teacher_fast_path: unknown key(s) {unknown}; the keys are '
+                                   f'{sorted(FAST_PATH_DEFAULTS)}.')
+    settings = {**FAST_PATH_DEFAULTS, **dict(value)}
+    for key in ('fold_bn', 'channels_last'):
+        if not isinstance(settings[key], bool):
+            raise DistillerConfigError(f'teacher_fast_path.{key} must be True or False; got '
+                                       f'{settings[key]!r}.')
+    if not isinstance(settings['compile'], (bool, Mapping)):
+        raise DistillerConfigError('teacher_fast_path.compile must be True, False or a dict of '
+                                   f'torch.compile arguments; got {settings["compile"]!r}.')
+    return settings
+
+
+# ---------------------------------------------------------------------------- BN folding
+def _folding_on(conv: nn.Module, norm: nn.Module) -> bool:
+    """Whether a folded pair computes folded now: its BN in eval mode, and no
+    hook (added after the fold) that reads the conv's output or the BN's input."""
+    return not norm.training and not conv._forward_hooks and not norm._forward_pre_hooks \
+        and not module_globals._global_forward_hooks \
+        and not module_globals._global_forward_pre_hooks
+
+
+class _FoldedConv:
+    """Mixin of a conv whose eval-mode BN partner is folded into it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _folding_on(self, self.__dict__[_FOLD_PARTNER]):
+            return super().forward(x)
+        return self._conv_forward(x, getattr(self, _WEIGHT), getattr(self, _BIAS))
+
+
+class _FoldedNorm:
+    """Mixin of a BN folded into the conv before it: passes its input through
+    while folding is on (the conv already normalised it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _folding_on(self.__dict__[_FOLD_PARTNER], self):
+            return super().forward(x)
+        return x
+
+
+_FOLDED_CLASSES: Dict[type, type] = {}
+
+
+def _folded_class(cls: type, mixin: type) -> type:
+    if cls not in _FOLDED_CLASSES:
+        _FOLDED_CLASSES[cls] = type(f'Folded{cls.__name__}', (mixin, cls),
+                                    dict(__module__=__name__))
+    return _FOLDED_CLASSES[cls]
+
+
+def _plain_conv_forwards() -> tuple:
+    forwards = [nn.Conv2d.forward]
+    try:  # mmcv's wrapper only adds empty-tensor handling for torch < 1.4
+        from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
+        forwards.append(MMCVConv2d.forward)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(forwards)
+
+
+def _foldable_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and not isinstance(module, _FoldedConv) and \
+        type(module).forward in _plain_conv_forwards()
+
+
+def _foldable_norm(module: nn.Module) -> bool:
+    return isinstance(module, _BatchNorm) and not isinstance(module, _FoldedNorm) and \
+        type(module).forward in (_BatchNorm.forward, nn.SyncBatchNorm.forward) and \
+        module.track_running_stats and module.running_mean is not None and not module.training
+
+
+@dataclass(frozen=True)
+class FoldPair:
+    """A conv and the eval-mode BN folded into it (module paths in the teacher)."""
+    conv: str
+    norm: str
+
+
+def _tensors(value) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def _function_name(func) -> str:
+    owner = getattr(func, '__self__', None)
+    if getattr(func, '__name__', '') == '__get__' and owner is not None:
+        return getattr(owner, '__name__', '')  # a property: x.shape, x.dtype...
+    return getattr(func, '__name__', '')
+
+
+class _FoldProbe(TorchFunctionMode):
+    """One forward that finds the (conv, BN) pairs that can be folded.
+
+    A pair qualifies when, in every call, the BN's input is the very tensor
+    the conv returned, and nothing but that BN reads it (any other torch
+    function on it, a record of it, or the net returning it disqualifies the
+    conv); every call of the conv and of the BN must be such a pair.
+    """
+
+    def __init__(self, net: nn.Module, spots: List[ModuleRecorder]):
+        super().__init__()
+        self.net = net
+        self.spots = spots
+        self.paths = {id(m): p for p, m in net.named_modules()}
+        self._outputs: Dict[int, tuple] = {}  # id(tensor) -> (tensor, conv path)
+        self._inside: List[torch.Tensor] = []  # inputs of the BNs running now
+        self.conv_calls: Dict[str, int] = {}
+        self.norm_calls: Dict[str, int] = {}
+        self.pairs: Dict[tuple, int] = {}
+        self.bad: Set[str] = set()  # conv and BN paths that cannot be folded
+
+    def _conv_of(self, tensor) -> Optional[str]:
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        found = self._outputs.get(id(tensor))
+        return found[1] if found is not None and found[0] is tensor else None
+
+    def _taint(self, value) -> None:
+        for tensor in _tensors(value):
+            conv = self._conv_of(tensor)
+            if conv is not None:
+                self.bad.add(conv)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = _function_name(func)
+        if name not in _METADATA:
+            for tensor in _tensors((args, kwargs)):
+                conv = self._conv_of(tensor)
+                if conv is None or (self._inside and self._inside[-1] is tensor):
+                    continue
+                if name == 'contiguous' and out is tensor:
+                    continue
+                self.bad.add(conv)
+        return out
+
+    def _conv_done(self, module, _args, out) -> None:
+        path = self.paths[id(module)]
+        self.conv_calls[path] = self.conv_calls.get(path, 0) + 1
+        if isinstance(out, torch.Tensor):
+            self._outputs[id(out)] = (out, path)
+        else:
+            self.bad.add(path)
+
+    def _norm_starts(self, module, args) -> None:
+        path = self.paths[id(module)]
+        self.norm_calls[path] = self.norm_calls.get(path, 0) + 1
+        x = args[0] if args else None
+        conv = self._conv_of(x)
+        if conv is None:
+            self.bad.add(path)
+        else:
+            self.pairs[(conv, path)] = self.pairs.get((conv, path), 0) + 1
+        self._inside.append(x)
+
+    def _norm_done(self, _module, _args, _out) -> None:
+        self._inside.pop()
+
+    def run(self, forward: Callable[[], Any]) -> List[FoldPair]:
+        """Run ``forward`` under the probe; the foldable pairs, in module order."""
+        handles = []
+        for module in self.net.modules():
+            if _foldable_conv(module):
+                handles.append(module.register_forward_hook(self._conv_done))
+            elif _foldable_norm(module):
+                handles.append(module.register_forward_pre_hook(self._norm_starts))
+                handles.append(module.register_forward_hook(self._norm_done))
+        for spot in self.spots:  # a record that reads a conv's output forbids its folding
+            if isinstance(spot, ModuleInputs):
+                handles.append(spot.module.register_forward_pre_hook(
+                    lambda _m, args: self._taint(args)))
+            else:
+                handles.append(spot.module.register_forward_hook(
+                    lambda _m, _a, out: self._taint(out)))
+        try:
+            with self:
+                self._taint(forward())
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._inside = []
+        found = []
+        for (conv, norm), count in self.pairs.items():
+            others = [p for p in self.pairs if (p[0] == conv) != (p[1] == norm)]
+            if conv in self.bad or norm in self.bad or others or \
+                    count != self.conv_calls.get(conv) or count != self.norm_calls.get(norm):
+                continue
+            found.append(FoldPair(conv, norm))
+        self._outputs = {}
+        order = {p: i for i, p in enumerate(self.paths.values())}
+        return sorted(found, key=lambda pair: order[pair.conv])
+
+
+def find_foldable_pairs(net: nn.Module, forward: Callable[[], Any],
+                        spots: List[ModuleRecorder]) -> List[FoldPair]:
+    """The (conv, eval-mode BN) pairs of ``net`` that can be folded, found by
+    running ``forward`` (a full forward of ``net``) once.
+
+    Args:
+        net: The teacher.
+        forward: Runs ``net`` on a sample input.
+        spots: Module recorders attached to ``net`` (what its records read).
+
+    Returns:
+        The pairs, in the order of the convs in ``net``.
+    """
+    return _FoldProbe(net, spots).run(forward)
+
+
+def _fold_sources(conv: nn.Module, norm: nn.Module) -> tuple:
+    tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
+               norm.running_var)
+    return tuple(None if t is None else (t.data_ptr(), t._version, t.device, t.dtype)
+                 for t in tensors)
+
+
+@torch.no_grad()
+def _refold(conv: nn.Module) -> None:
+    """Compute the folded weight and bias of ``conv`` from the current values."""
+    norm = conv.__dict__[_FOLD_PARTNER]
+    weight = conv.weight.detach()
+    mean, var = norm.running_mean.double(), norm.running_var.double()
+    gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(mean)
+    beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(mean)
+    scale = gamma * torch.rsqrt(var + norm.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
+    folded = torch.empty_like(weight)  # the weight's memory format (channels-last or not)
+    folded.copy_(weight.double() * scale.view(-1, *([1] * (weight.dim() - 1))))
+    conv.register_buffer(_WEIGHT, folded, persistent=False)
+    conv.register_buffer(_BIAS, ((bias - mean) * scale + beta).to(weight.dtype),
+                         persistent=False)
+    conv.__dict__[_FOLD_SOURCES] = _fold_sources(conv, norm)
+
+
+def fold_pairs(net: nn.Module, pairs: List[FoldPair]) -> List[FoldPair]:
+    """Fold each pair's BN into its conv, in place (see the module docstring).
+    Returns the pairs folded (those whose BN has the conv's channels)."""
+    modules = dict(net.named_modules())
+    folded = []
+    for pair in pairs:
+        conv, norm = modules[pair.conv], modules[pair.norm]
+        if norm.num_features != conv.out_channels:
+            continue
+        folded.append(pair)
+        conv.__dict__[_FOLD_PARTNER] = norm
+        norm.__dict__[_FOLD_PARTNER] = conv
+        conv.__dict__[_PLAIN_CLASS] = type(conv)
+        norm.__dict__[_PLAIN_CLASS] = type(norm)
+        _refold(conv)
+        conv.__class__ = _folded_class(type(conv), _FoldedConv)
+        norm.__class__ = _folded_class(type(norm), _FoldedNorm)
+    return folded
+
+
+def folded_convs(net: nn.Module) -> List[nn.Module]:
+    """The convs of ``net`` that run with a folded BN."""
+    return [m for m in net.modules() if isinstance(m, _FoldedConv)]
+
+
+def refresh_folds(net: nn.Module) -> int:
+    """Fold again where a conv's or its BN's weights changed (a load, a device
+    move). Returns how many were folded again."""
+    stale = [conv for conv in folded_convs(net) if conv.__dict__.get(_FOLD_SOURCES) !=
+             _fold_sources(conv, conv.__dict__[_FOLD_PARTNER])]
+    for conv in stale:
+        _refold(conv)
+    return len(stale)
+
+
+def unfold(net: nn.Module) -> None:
+    """Undo :func:`fold_pairs`: every conv and BN computes as before."""
+    for module in net.modules():
+        if isinstance(module, (_FoldedConv, _FoldedNorm)):
+            module.__class__ = module.__dict__.pop(_PLAIN_CLASS)
+            for key in (_FOLD_PARTNER, _FOLD_SOURCES):
+                module.__dict__.pop(key, None)
+            for name in (_WEIGHT, _BIAS):
+                module._buffers.pop(name, None)
+
+
+# ---------------------------------------------------------------------------- compile
+def _hooks_inside(modules: List[nn.Module]) -> bool:
+    if module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+class _CompiledForward:
+    """``forward`` of a record-free part, compiled on its first call; eager
+    whenever a hook sits inside the part (a compiled graph would ignore it)."""
+
+    def __init__(self, module: nn.Module, options: dict, report: 'TeacherFastPath'):
+        self.module = module
+        self.options = options
+        self.report = report
+        self.compiled = None
+        self.inside: Optional[List[nn.Module]] = None  # found on the first call
+
+    def __call__(self, *args, **kwargs):
+        eager = type(self.module).forward
+        if self.inside is None:
+            self.inside = [m for m in self.module.modules() if m is not self.module]
+        if _hooks_inside(self.inside):
+            return eager(self.module, *args, **kwargs)
+        if self.compiled is not None:
+            return self.compiled(*args, **kwargs)
+        start = time.perf_counter()
+        self.compiled = torch.compile(eager.__get__(self.module), **self.options)
+        out = self.compiled(*args, **kwargs)
+        if self.report is not None:
+            self.report.compile_seconds += time.perf_counter() - start
+        return out
+
+    def __deepcopy__(self, memo) -> '_CompiledForward':  # a copy compiles its own
+        return _CompiledForward(memo.get(id(self.module), self.module), self.options, None)
+
+
+def record_free_parts(net: nn.Module, recorded: List[nn.Module]) -> List[str]:
+    """Paths of the largest submodules of ``net`` that hold no recorded module
+    and have parameters (the root itself excluded)."""
+    covered = set()
+    for path, module in net.named_modules():
+        if any(module is r for r in recorded):
+            parts = path.split('.') if path else []
+            covered.update('.'.join(parts[:i]) for i in range(len(parts) + 1))
+    found = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            path = f'{prefix}{name}'
+            if path in covered:
+                visit(path + '.', child)
+            elif next(child.parameters(), None) is not None:
+                found.append(path)
+
+    visit('', net)
+    return found
+
+
+def compile_parts(net: nn.Module, paths: List[str], options: dict,
+                  report: Optional['TeacherFastPath'] = None) -> None:
+    """Compile the ``forward`` of each part at ``paths`` (lazily, on its first call)."""
+    modules = dict(net.named_modules())
+    for path in paths:
+        module = modules[path]
+        module.__dict__['forward'] = _CompiledForward(module, dict(options), report)
+
+
+def uncompile(net: nn.Module) -> None:
+    """Undo :func:`compile_parts`."""
+    for module in net.modules():
+        if isinstance(module.__dict__.get('forward'), _CompiledForward):
+            del module.__dict__['forward']
+
+
+# ---------------------------------------------------------------------------- the fast path
+def _to_channels_last(value):
+    if isinstance(value, torch.Tensor) and value.dim() == 4:
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
+
+
+class _BeforeTeacherForward:
+    """The teacher's forward pre-hook: weights folded again if they changed,
+    inputs in channels-last, the compile time reported once."""
+
+    def __init__(self, fast_path: 'TeacherFastPath'):
+        self.fast_path = fast_path
+
+    def __call__(self, net: nn.Module, args: tuple, kwargs: dict):
+        fast = self.fast_path
+        if fast.pairs:
+            refresh_folds(net)
+        fast.report_compile_time()
+        if fast.channels_last:
+            args = tuple(_to_channels_last(a) if i == 0 else a for i, a in enumerate(args))
+            if 'inputs' in kwargs:
+                kwargs = dict(kwargs, inputs=_to_channels_last(kwargs['inputs']))
+        return args, kwargs
+
+    def __deepcopy__(self, memo) -> '_BeforeTeacherForward':
+        return _BeforeTeacherForward(copy.deepcopy(self.fast_path, memo))
+
+
+class _RefoldAfterLoad:
+    """The teacher's load-state-dict post-hook: fold the loaded weights."""
+
+    def __call__(self, net: nn.Module, _incompatible) -> None:
+        refresh_folds(net)
+
+
+def contiguous_only_modules(net: nn.Module) -> List[str]:
+    """Paths of modules of ``net`` whose compiled kernels read their inputs as
+    contiguous memory (MMCV's ops, e.g. ``RoIAlign``, which give wrong values
+    on channels-last tensors): such a net keeps the contiguous format."""
+    return [path for path, m in net.named_modules()
+            if type(m).__module__.startswith('mmcv.ops')]
+
+
+def record_spots(recorder: BaseRecorder, net: nn.Module) -> Optional[List[ModuleRecorder]]:
+    """The module recorders that say where ``recorder`` reads ``net``, or
+    ``None`` for a recorder of unknown kind."""
+    if isinstance(recorder, ModuleRecorder):
+        return [recorder]
+    if isinstance(recorder, StageFeatures):
+        return [p.recorder().attach(net, recorder.owner) for p in recorder.positions()]
+    return None
+
+
+class TeacherFastPath:
+    """What the fast path changed in one teacher, and how to undo it.
+
+    Attributes:
+        name: The teacher's name.
+        pairs: The folded (conv, BN) pairs.
+        channels_last: Whether the teacher runs in channels-last format.
+        compiled: Paths of the compiled parts.
+        compile_seconds: Time of the compiled parts' first calls.
+    """
+
+    def __init__(self, net: nn.Module, name: str = 'teacher'):
+        self.net = net
+        self.name = name
+        self.pairs: List[FoldPair] = []
+        self.channels_last = False
+        self.compiled: List[str] = []
+        self.compile_seconds = 0.0
+        self._compile_reported = False
+
+    def __deepcopy__(self, memo) -> 'TeacherFastPath':  # for a copy of the net
+        fast = TeacherFastPath(memo.get(id(self.net), self.net), self.name)
+        fast.pairs, fast.channels_last = list(self.pairs), self.channels_last
+        fast.compiled = list(self.compiled)
+        return fast
+
+    @classmethod
+    def apply(cls, net: nn.Module, records: Mapping[str, BaseRecorder], settings: dict,
+              forward: Optional[Callable[[], Any]] = None, fold: bool = True,
+              name: str = 'teacher') -> 'TeacherFastPath':
+        """Accelerate ``net`` (in place) as ``settings`` say.
+
+        Args:
+            net: The frozen teacher, in eval mode.
+            records: Its recorders by name.
+            settings: See :func:`fast_path_settings`.
+            forward: A full forward of ``net`` on a sample input (needed to
+                fold; without it nothing is folded).
+            fold: Whether folding is allowed (not for ``batch_stats`` teachers).
+            name: The teacher's name, for messages.
+        """
+        fast = cls(net, name)
+        spots: Optional[List[ModuleRecorder]] = []
+        for recorder in records.values():
+            found = record_spots(recorder, net)
+            spots = None if found is None or spots is None else spots + found
+        if spots is None:
+            warnings.warn(f'teacher {name!r}: a record of unknown kind; its fast path only '
+                          'uses channels-last.')
+        if settings['fold_bn'] and fold and forward is not None and spots is not None:
+            fast.pairs = fold_pairs(net, find_foldable_pairs(net, forward, spots))
+        if settings['channels_last'] and any(isinstance(m, nn.Conv2d) for m in net.modules()) \
+                and not contiguous_only_modules(net):
+            net.to(memory_format=torch.channels_last)
+            net.__dict__[_CHANNELS_LAST] = True
+            fast.channels_last = True
+        net.register_forward_pre_hook(_BeforeTeacherForward(fast), with_kwargs=True)
+        net.register_load_state_dict_post_hook(_RefoldAfterLoad())
+        if settings['compile'] and spots is not None:
+            fast.compile(settings['compile'], spots)
+        return fast
+
+    def compile(self, options: Union[bool, Mapping], spots: List[ModuleRecorder]) -> None:
+        """Compile the record-free parts (lazily: on their first call)."""
+        options = {} if options is True else dict(options)
+        self.compiled = record_free_parts(self.net, [s.module for s in spots])
+        compile_parts(self.net, self.compiled, options, self)
+
+    def report_compile_time(self) -> None:
+        """Log the compile time once the compiled parts have all run once."""
+        if not self.compiled or self._compile_reported or self.compile_seconds == 0:
+            return
+        modules = dict(self.net.named_modules())
+        if any(modules[p].__dict__['forward'].compiled is None for p in self.compiled):
+            return
+        self._compile_reported = True
+        print_log(f'teacher {self.name!r}: torch.compile of {self.compiled} took '
+                  f'{self.compile_seconds:.1f} s (their first call).',
+                  logger=MMLogger.get_current_instance())
+
+    def standard_layout(self, value):
+        """A record in the layout of the plain teacher (contiguous)."""
+        if not self.channels_last:
+            return value
+        if isinstance(value, torch.Tensor):
+            return value.contiguous() if value.dim() == 4 else value
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.standard_layout(v) for v in value)
+        return value
+
+    def remove(self) -> None:
+        """Undo everything: the teacher computes as it was built."""
+        remove_fast_path(self.net)
+        self.pairs, self.channels_last, self.compiled = [], False, []
+
+    def describe(self) -> str:
+        """What the fast path does, in words."""
+        parts = []
+        if self.pairs:
+            parts.append(f'{len(self.pairs)} BN folded into their convs')
+        if self.channels_last:
+            parts.append('channels-last')
+        if self.compiled:
+            parts.append(f'compiled {self.compiled}')
+        return ', '.join(parts) or 'nothing'
+
+
+def remove_fast_path(net: nn.Module) -> nn.Module:
+    """Undo any fast path on ``net`` (or on a copy of an accelerated net) in place."""
+    uncompile(net)
+    unfold(net)
+    for hooks in (net._forward_pre_hooks, net._load_state_dict_post_hooks):
+        for key in [k for k, h in hooks.items()
+                    if isinstance(h, (_BeforeTeacherForward, _RefoldAfterLoad))]:
+            del hooks[key]
+            net._forward_pre_hooks_with_kwargs.pop(key, None)
+    if net.__dict__.pop(_CHANNELS_LAST, False):
+        net.to(memory_format=torch.contiguous_format)
+    return net
+
+
+def plain_copy(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` without any fast path (the teacher as built)."""
+    return remove_fast_path(copy.deepcopy(net))
+
+
+# ---------------------------------------------------------------------------- distillers
+def _snapshot(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return [_snapshot(v) for v in value]
+    return value
+
+
+def _difference(plain, fast) -> Optional[str]:
+    """Why ``fast`` is not ``plain`` up to round-off (``None`` if it is)."""
+    plain_items, fast_items = list(_tensors(plain)), list(_tensors(fast))
+    if len(plain_items) != len(fast_items):
+        return f'{len(fast_items)} tensors instead of {len(plain_items)}'
+    for a, b in zip(plain_items, fast_items):
+        if a.shape != b.shape:
+            return f'shape {tuple(b.shape)} instead of {tuple(a.shape)}'
+        if not a.is_floating_point():
+            if not torch.equal(a, b):
+                return 'different values'
+            continue
+        scale = float(a.abs().max()) if a.numel() else 0.0
+        error = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+        if error > CHECK_RTOL * max(scale, 1e-6):
+            return f'max abs difference {error:.3g} (max abs value {scale:.3g})'
+    return None
+
+
+def teacher_records(distiller) -> Dict[str, Dict[str, Any]]:
+    """Copies of every teacher record of the last forward, by teacher and name."""
+    found = {}
+    for name, teacher in distiller.frozen_teachers.items():
+        found[name] = {}
+        for record, recorder in teacher.records.recorders.items():
+            try:
+                found[name][record] = _snapshot(recorder.get())
+            except RecordNotFoundError:
+                continue
+    return found
+
+
+def first_calls(nets: Mapping[str, nn.Module], run: Callable[[], Any]) -> Dict[str, tuple]:
+    """The arguments each net is first called with while ``run`` runs."""
+    seen: Dict[str, tuple] = {}
+    handles = []
+    for name, net in nets.items():
+
+        def keep(_module, args, kwargs, name=name):
+            seen.setdefault(name, (args, dict(kwargs)))
+
+        handles.append(net.register_forward_pre_hook(keep, with_kwargs=True))
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def accelerate_teachers(distiller, inputs: torch.Tensor, samples) -> None:
+    """Apply each running teacher's fast path (after the dry run: records
+    located, copies decided), check the records against the plain teacher's
+    on the dry-run input, and keep the fast path only where they agree.
+
+    Called by :meth:`Distiller._finish_setup` under ``no_grad``, in eval
+    mode; the distiller's ``teacher_fast_path`` settings apply to every
+    teacher. The teachers' forwards here are those of the dry run.
+    """
+    settings = distiller.teacher_fast_path
+    if not any(settings.values()):
+        return
+    teachers = [t for t in distiller.frozen_teachers.values() if t.runs]
+    if not teachers:
+        return
+    before = teacher_records(distiller)
+    calls = first_calls({t.name: t.net for t in teachers},
+                        lambda: distiller.run_teachers(inputs, samples))
+    # Everything asked first; where records then differ, the same without channels-last.
+    attempts = [dict(settings, compile=False)]
+    if settings['channels_last']:
+        attempts.append(dict(settings, channels_last=False, compile=False))
+    pending = list(teachers)
+    for attempt, chosen in enumerate(attempts):
+        for teacher in pending:
+            teacher.fast_path = _apply_to(teacher, chosen, calls.get(teacher.name))
+        distiller._forward_nets(inputs, samples, 'tensor', run_teachers=True)
+        after = teacher_records(distiller)
+        failed = []
+        for teacher in pending:
+            why = next(((record, reason) for record, value in before[teacher.name].items()
+                        for reason in [_difference(value, after[teacher.name].get(record))]
+                        if reason is not None), None)
+            if teacher.fast_path is None or why is None:
+                continue
+            last = attempt == len(attempts) - 1
+            warnings.warn(f'teacher {teacher.name!r}: with its fast path '
+                          f'({teacher.fast_path.describe()}), record {why[0]!r} differs from '
+                          f"the plain teacher's ({why[1]}); "
+                          f'{"it runs as built" if last else "trying without channels-last"}.')
+            teacher.fast_path.remove()
+            teacher.fast_path = None
+            failed.append(teacher)
+        pending = failed
+        if not pending:
+            break
+    logger = MMLogger.get_current_instance()
+    for teacher in teachers:
+        if teacher.fast_path is None:
+            continue
+        if not (teacher.fast_path.pairs or teacher.fast_path.channels_last
+                or settings['compile']):
+            teacher.fast_path.remove()  # nothing to fold, no convolutions
+            teacher.fast_path = None
+            continue
+        if settings['compile']:
+            spots = [s for r in teacher.records.recorders.values()
+                     for s in record_spots(r, teacher.net) or []]
+            teacher.fast_path.compile(settings['compile'], spots)
+        print_log(f'teacher {teacher.name!r} fast path: {teacher.fast_path.describe()}.',
+                  logger=logger)
+
+
+def _apply_to(teacher, settings: dict, call: Optional[tuple]) -> Optional[TeacherFastPath]:
+    """One teacher's fast path; ``None`` (with a warning) where it cannot be probed."""
+    forward = None if call is None else (
+        lambda net=teacher.net, call=call: net(*call[0], **call[1]))
+    try:
+        return TeacherFastPath.apply(teacher.net, teacher.records.recorders, settings, forward,
+                                     fold=teacher.norm == 'eval', name=teacher.name)
+    except Exception as err:  # noqa: BLE001  (a teacher that cannot be probed runs as built)
+        remove_fast_path(teacher.net)
+        warnings.warn(f'teacher {teacher.name!r} keeps no fast path: {err!r}')
+        return None
+
+
+def record_reader(records: Mapping[str, Any], teachers: Mapping[str, Any]
+                  ) -> Callable[[RecordRef], Any]:
+    """Reads a :class:`RecordRef`; a teacher's record in the layout of the
+    plain teacher (its fast path may compute in channels-last)."""
+    layouts = {name: t.fast_path.standard_layout for name, t in teachers.items()
+               if getattr(t, 'fast_path', None) is not None and t.fast_path.channels_last}
+
+    def read(ref: RecordRef) -> Any:
+        value = records[ref.net][ref.record].get()
+        layout = layouts.get(ref.net)
+        return value if layout is None else layout(value)
+
+    return read
