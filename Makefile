@@ -4,11 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.mmkd-installed
+DOCS_STAMP := $(VENV)/.mmkd-docs-installed
 DATA   := data/fashion_mnist/.prepared
 # Cores used to compile mmcv's ops.
 JOBS   ?= $(shell nproc)
 
-.PHONY: install data test lint demo clean help
+.PHONY: install data test lint demo docs clean help
 
 help:
 	@echo "make install  create $(VENV) with the pinned OpenMMLab stack and mmkd (editable)"
@@ -16,6 +17,7 @@ help:
 	@echo "make test     run the test suite (installs first)"
 	@echo "make lint     ruff: pyflakes, pycodestyle, import order (100 columns)"
 	@echo "make demo     teacher -> baseline student -> KD student on Fashion-MNIST"
+	@echo "make docs     the documentation site into docs/_build/html (Sphinx, warnings are errors)"
 
 install: $(STAMP)
 
@@ -35,7 +37,13 @@ data: $(DATA)
 $(DATA): tools/dataset_converters/prepare_fashion_mnist.py | $(STAMP)
 	$(PY) tools/dataset_converters/prepare_fashion_mnist.py --out-dir data/fashion_mnist
 
-test: install data
+# Sphinx and MyST, pinned, into the same venv (the API reference imports mmkd).
+$(DOCS_STAMP): requirements/docs.txt | $(STAMP)
+	$(PIP) install -r requirements/docs.txt
+	@touch $@
+
+# tests/test_docs.py builds the site too.
+test: install data $(DOCS_STAMP)
 	$(PY) -m pytest tests -q
 
 lint: install
@@ -44,5 +52,8 @@ lint: install
 demo: install data
 	$(PY) tools/demo.py
 
+docs: install $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf work_dirs .pytest_cache
+	rm -rf work_dirs .pytest_cache docs/_build docs/methods

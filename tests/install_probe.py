@@ -7,10 +7,13 @@ import os
 import sys
 
 venv_site, install_site, user_config = sys.argv[1:4]
-sys.path.append(venv_site)  # the stack, without the .pth files that add the repo's own mmkd
 import site  # noqa: E402
 
-site.addsitedir(install_site)  # the route under test, with its .pth files
+# The route under test first, with its .pth files (an editable install's finder module has
+# the same name as the environment's own), then the stack, without the .pth files that
+# add the environment's own mmkd.
+site.addsitedir(install_site)
+sys.path.append(venv_site)
 from mmengine.config import Config  # noqa: E402
 
 import mmkd  # noqa: E402

@@ -1,5 +1,6 @@
 """The overhead benchmark on tiny real configs, and AMP (bf16 autocast) on CPU."""
 import argparse
+import copy
 import importlib.util
 import json
 import os.path as osp
@@ -9,14 +10,16 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.optim import OptimWrapper
+from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from mmkd.benchmark import (
     BenchContext,
+    KDReference,
     Leg,
     count_parameters,
+    kd_reference,
     legs_for,
     member_optim_wrapper,
     time_legs,
@@ -52,13 +55,24 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
          '--out', out])
     printed = capsys.readouterr().out
 
-    for label in ('(a) student train step', '(b) teacher inference', '(c) distillation step'):
+    for label in ('(a) student train step', '(b) teacher inference', '(c) distillation step',
+                  '(r) teacher inference, plain', '(r) hand-written KD step'):
         assert label in printed
     ratio = float(re.search(r'ratio c / \(a \+ b\) = (\d+\.\d+)', printed).group(1))
     with open(out) as f:
         saved = json.load(f)
     legs = {leg['name']: leg for leg in saved['legs']}
-    assert sorted(legs) == ['distill', 'student', 'teacher']
+    assert sorted(legs) == ['distill', 'plain:teacher', 'reference', 'student', 'teacher']
+    # The reference legs are printed against their legs, not added to the limit.
+    for leg, ref, label in (('distill', 'reference', r'\(c\) distillation step / '
+                                                    r'\(r\) hand-written KD step'),
+                            ('teacher', 'plain:teacher', r'\(b\) teacher inference / '
+                                                         r'\(r\) teacher inference, plain')):
+        shown = float(re.search(label + r' = (\d+\.\d+); per batch', printed).group(1))
+        expected = legs[leg]['median'] / legs[ref]['median']
+        assert shown == pytest.approx(expected, abs=5e-4)
+        assert any(r['reference'] == ref and r['ratio'] == pytest.approx(expected)
+                   for r in saved['references'])
     assert all(len(leg['times']) == 3 and leg['peak_memory'] is not None
                for leg in legs.values())
     expected = legs['distill']['median'] / (legs['student']['median']
@@ -109,11 +123,37 @@ def test_overhead_of_multi_teacher_kd_has_a_b_leg_per_teacher_that_runs(
     assert legs == [('student', '(a) student train step', 'limit'),
                     ('teacher:r14', '(b) r14 inference', 'limit'),
                     ('teacher:twin', '(b) twin inference', 'limit'),
-                    ('distill', '(c) distillation step', 'step')]
+                    ('distill', '(c) distillation step', 'step'),
+                    # each teacher as built; no hand-written step (not Hinton's KD alone)
+                    ('plain:teacher:r14', '(r) r14 inference, plain', 'reference'),
+                    ('plain:teacher:twin', '(r) twin inference, plain', 'reference')]
     assert 'idle' not in printed
     assert 'ratio c / (a + b[r14] + b[twin]) = ' in printed
     one = sum(p.numel() for p in MODELS.build(tiny_teacher['model']).parameters())
     assert figures['parameters']['teachers'] == 2 * one  # the teachers that run
+
+
+def test_the_hand_written_kd_step_is_the_distillers_step(tmp_path, fashion_mnist_root,
+                                                        tiny_teacher):
+    cfg = Config(runner_cfg(str(tmp_path), fashion_mnist_root, kd_model(tiny_teacher)))
+    with DefaultScope.overwrite_default_scope('mmkd'):
+        batch = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
+        model = MODELS.build(cfg.model)
+        ctx = BenchContext(cfg.optim_wrapper.to_dict())
+        assert kd_reference(model, ctx, batch) == KDReference('teacher', 4.0, 0.9, 1.0)
+        reference = next(leg for leg in legs_for(model, ctx, batch) if leg.name == 'reference')
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper.to_dict())
+        model.train()
+        for _ in range(2):  # the same weights before each step, so the same loss
+            total = model.train_step(copy.deepcopy(batch), optim_wrapper)['loss']
+            assert reference.run(copy.deepcopy(batch)).item() == pytest.approx(
+                total.item(), rel=1e-5)
+        # Another loss, or settings a plain optimizer step does not have: no such leg.
+        kd = dict(type='KDLoss', student='logits', teacher='logits', tau=4)
+        two = MODELS.build(kd_model(tiny_teacher, losses=dict(loss_kd=kd, loss_kd2=kd)))
+        assert kd_reference(two, ctx, batch) is None
+        assert kd_reference(model, BenchContext(dict(cfg.optim_wrapper.to_dict(),
+                                                     clip_grad=dict(max_norm=1))), batch) is None
 
 
 def test_a_cohort_is_timed_member_by_member_with_their_own_optimizers():

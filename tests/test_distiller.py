@@ -176,11 +176,18 @@ def test_bad_input_gets_a_message_a_person_can_act_on(tiny_teacher, overrides, e
         build(kd_model(tiny_teacher, **overrides))
 
 
-def test_a_task_model_without_its_scope_is_pointed_to_it(tiny_teacher):
+def test_a_task_model_without_its_scope_is_built_in_its_package(tiny_teacher):
+    """A bare type only one task package has is built in that package's scope (its parts
+    too); a type several packages have is refused, naming them and the key to set."""
     student = tiny_classifier()
     del student['_scope_']
-    with pytest.raises(KeyError, match=r"'ImageClassifier'.*_scope_='mmpretrain'"):
-        build(kd_model(tiny_teacher, student=student))
+    model = build(kd_model(tiny_teacher, student=student))
+    assert type(model.student).__module__.startswith('mmpretrain.')
+    assert type(model.student.head.loss_module).__module__.startswith('mmpretrain.')
+    from mmkd.distillers import build_model_from_cfg
+    with pytest.raises(KeyError, match=r"'ResNet' is a model of \['mmpretrain', 'mmdet', "
+                                       r"'mmseg'\]: add _scope_='mmpretrain'"):
+        build_model_from_cfg(dict(type='ResNet', depth=18))
 
 
 def test_teacher_checkpoint_that_does_not_fit_lists_keys(tiny_teacher):

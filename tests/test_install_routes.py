@@ -12,8 +12,9 @@ import pytest
 
 from conftest import REPO
 
+# --ignore-installed: install beside the environment's own mmkd, never uninstalling it.
 PIP = [sys.executable, '-m', 'pip', '--disable-pip-version-check', 'install', '--no-deps',
-       '--no-build-isolation', '-q']
+       '--no-build-isolation', '--ignore-installed', '-q']
 VENV_SITE = sysconfig.get_paths()['purelib']
 PROBE = osp.join(REPO, 'tests', 'install_probe.py')
 
@@ -74,6 +75,14 @@ def test_wheel_install(tmp_path, source):
                                'kd_resnet56_resnet8_fashionmnist.py'))  # a copy, not a link
     out = probe(tmp_path, target)
     assert f'mmkd from {osp.join(target, "mmkd")}' in out and 'built ImageClassifier' in out
+
+
+def test_the_environment_keeps_its_own_mmkd():
+    """The routes above install beside the environment's mmkd, never over it."""
+    done = subprocess.run([sys.executable, '-c', 'import mmkd, os; print(os.path.dirname('
+                           'mmkd.__file__))'], cwd=osp.dirname(REPO), capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and done.stdout.strip() == osp.join(REPO, 'mmkd'), done.stderr
 
 
 def test_sdist_install(tmp_path, source):

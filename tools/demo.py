@@ -1,8 +1,12 @@
 """The whole story on Fashion-MNIST: teacher, baseline student, KD student.
 
 Each step is the `tools/train.py` command a user would type (printed before
-it runs); a step whose checkpoint exists is reused. At the end a table
-compares the three top-1 accuracies on the Fashion-MNIST test set.
+it runs), into the work dir `tools/train.py` gives that config by default
+(``work_dirs/<config name>``): the teacher's checkpoint lands where the KD
+configs expect it (``work_dirs/resnet20_fashionmnist/epoch_4.pth``), so
+other configs with that teacher run after the demo as they are. A step
+whose checkpoint exists is reused. At the end a table compares the three
+top-1 accuracies on the Fashion-MNIST test set.
 
 Example:
     python tools/demo.py                      # what `make demo` runs
@@ -16,9 +20,9 @@ import subprocess
 import sys
 import time
 
+from mmkd.analysis.runs import read_run
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
-from summarize_runs import read_run  # noqa: E402
 
 
 def parse_args():
@@ -26,7 +30,9 @@ def parse_args():
     parser.add_argument('--teacher', default='configs/baselines/resnet20_fashionmnist.py')
     parser.add_argument('--student', default='configs/baselines/resnet8_fashionmnist.py')
     parser.add_argument('--kd', default='configs/kd/kd_resnet20_resnet8_fashionmnist.py')
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--work-dir', default='work_dirs',
+                        help='the runs go to <work-dir>/<config name>, as tools/train.py '
+                        'would put them')
     parser.add_argument('--cfg-options', nargs='*', default=[],
                         help='extra overrides for all three runs, e.g. train_cfg.max_epochs=2')
     return parser.parse_args()
@@ -63,7 +69,9 @@ def main():
                 'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
                 'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
                 *args.cfg_options]
-    dirs = {k: osp.join(args.work_dir, k) for k in ('teacher', 'student', 'kd')}
+    configs = dict(teacher=args.teacher, student=args.student, kd=args.kd)
+    dirs = {k: osp.join(args.work_dir, osp.splitext(osp.basename(v))[0])
+            for k, v in configs.items()}
     start = time.time()
     results = {}
     results['teacher'] = train('teacher', args.teacher, dirs['teacher'], schedule, '1/3')
@@ -72,8 +80,7 @@ def main():
     teacher_ckpt = open(osp.join(dirs['teacher'], 'last_checkpoint')).read().strip()
     results['kd'] = train('KD student', args.kd, dirs['kd'],
                           schedule + [f'model.teacher.checkpoint={teacher_ckpt}'], '3/3')
-    name = {k: osp.splitext(osp.basename(v))[0] for k, v in
-            (('teacher', args.teacher), ('student', args.student), ('kd', args.kd))}
+    name = {k: osp.splitext(osp.basename(v))[0] for k, v in configs.items()}
     print(f'\nFashion-MNIST test top-1, each run on the schedule of its config '
           f'({time.time() - start:.0f} s in all)')
     print(f'| {"run":<40} | {"top-1 (%)":>9} |\n|{"-" * 42}|{"-" * 11}|')
@@ -81,6 +88,7 @@ def main():
         print(f'| {key + ": " + name[key]:<40} | {results[key]:>9.2f} |')
     gain = results['kd'] - results['student']
     print(f'\nKD changes the student by {gain:+.2f} points.')
+    print(f'The teacher\'s checkpoint: {teacher_ckpt}; the runs: {", ".join(dirs.values())}.')
 
 
 if __name__ == '__main__':

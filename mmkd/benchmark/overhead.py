@@ -8,7 +8,12 @@ This module times, on the same batches:
 * the *limit legs*: (a) the student's training step alone (a copy of the
   student with its own optimizer: forward, loss, backward, step), (b) each
   teacher's inference (``no_grad``, eval mode);
-* the *step leg*: (c) the model's own ``train_step``.
+* the *step leg*: (c) the model's own ``train_step``;
+* *reference legs* (r), timed but not part of the limit: the plain teacher
+  (no fast path, :mod:`mmkd.distillers.fast_teacher`) beside each
+  accelerated one, and, for a distiller whose only loss is KD on the nets'
+  logits, the same KD step written in plain eager PyTorch
+  (:func:`kd_reference_leg`); the report gives each leg over its reference.
 
 Legs run round-robin on each batch, in an order that rotates from batch to
 batch, so that noise from other processes reaches every leg alike. The
@@ -29,16 +34,33 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.runner.amp import autocast
 from torch import nn
 
-from mmkd.distillers import MEMBER, STUDENT, TEACHER, DistillationModel, Distiller, Net, nets_of
+from mmkd.distillers import (
+    MEMBER,
+    STUDENT,
+    TEACHER,
+    DistillationModel,
+    Distiller,
+    Net,
+    RecordRef,
+    nets_of,
+)
+from mmkd.distillers.fast_teacher import plain_copy
+from mmkd.losses import KDLoss
+from mmkd.recorders import ModuleOutputs, Recording
 from mmkd.utils import unwrap
 
 LIMIT = 'limit'
 STEP = 'step'
+REFERENCE = 'reference'
+#: Clocks the legs can be timed with: wall time, or the process's CPU time
+#: (steadier on a shared machine; with one thread, the compute time).
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 
 
 @dataclass
@@ -48,17 +70,20 @@ class Leg:
     Args:
         name: Short key (``'student'``, ``'teacher'``, ``'distill'``...).
         label: What the report prints.
-        role: ``'limit'`` (summed into the limit) or ``'step'`` (the
-            measured step).
+        role: ``'limit'`` (summed into the limit), ``'step'`` (the
+            measured step) or ``'reference'`` (compared with one leg).
         run: Timed call; receives what ``prepare`` returned.
         prepare: Untimed call on the raw batch before each ``run``; by
             default a deep copy, since steps may change their batch.
+        reference_for: For a reference leg, the name of the leg it is the
+            reference of.
     """
     name: str
     label: str
     role: str
     run: Callable[[Any], Any]
     prepare: Callable[[dict], Any] = copy.deepcopy
+    reference_for: Optional[str] = None
 
 
 @dataclass
@@ -102,7 +127,8 @@ def train_step_leg(name: str, label: str, net: nn.Module, ctx: BenchContext,
 
 
 def inference_leg(name: str, label: str, net: nn.Module, preprocessor: nn.Module,
-                  ctx: BenchContext) -> Leg:
+                  ctx: BenchContext, role: str = LIMIT, reference_for: Optional[str] = None
+                  ) -> Leg:
     """A leg that runs ``net`` in eval mode under ``no_grad`` on preprocessed
     inputs (preprocessing is untimed: the step does it once for all nets).
 
@@ -113,6 +139,8 @@ def inference_leg(name: str, label: str, net: nn.Module, preprocessor: nn.Module
             ``mode='tensor'``.
         preprocessor: The data preprocessor of the model the net is part of.
         ctx: Gives the autocast of AMP runs.
+        role: ``'limit'`` or ``'reference'``.
+        reference_for: See :class:`Leg`.
 
     Returns:
         The leg.
@@ -127,7 +155,7 @@ def inference_leg(name: str, label: str, net: nn.Module, preprocessor: nn.Module
         with torch.no_grad(), ctx.autocast():
             net(data['inputs'], data.get('data_samples'), mode='tensor')
 
-    return Leg(name, label, LIMIT, run, prepare)
+    return Leg(name, label, role, run, prepare, reference_for)
 
 
 def member_optim_wrapper(optim_wrapper: dict, name: str) -> dict:
@@ -174,21 +202,176 @@ def _limit_legs(net: Net, model: nn.Module, ctx: BenchContext) -> List[Leg]:
                            copy.deepcopy(net.module), alone)]
 
 
-def legs_for(model: nn.Module, ctx: BenchContext) -> List[Leg]:
+@dataclass
+class KDReference:
+    """What the hand-written KD step needs of a KD-on-logits distiller.
+
+    Args:
+        teacher: The teacher's name.
+        tau: KD's temperature.
+        kd_weight: KD's loss weight.
+        ce_weight: The student's cross-entropy weight.
+    """
+    teacher: str
+    tau: float
+    kd_weight: float
+    ce_weight: float
+
+
+def _outputs_record(group, name: str, net: nn.Module, inputs: torch.Tensor) -> bool:
+    """Whether record ``name`` is what ``net`` returns in ``tensor`` mode."""
+    recorder = group[name]
+    if not isinstance(recorder, ModuleOutputs) or recorder.item is not None or \
+            getattr(recorder, 'as_map', False):
+        return False
+    with torch.no_grad(), Recording([recorder]):
+        out = net(inputs, mode='tensor')
+    try:
+        return isinstance(out, torch.Tensor) and torch.equal(recorder.get(), out)
+    finally:
+        recorder.reset()
+
+
+def kd_reference(model: nn.Module, ctx: BenchContext, sample: Optional[dict] = None
+                 ) -> Optional[KDReference]:
+    """The settings of the hand-written KD step, if ``model`` is a plain KD
+    distiller that one can write by hand: a :class:`~mmkd.distillers.Distiller`
+    whose only loss is :class:`~mmkd.losses.KDLoss` (batch mean, no logit
+    standardisation, factor 1) on the two nets' ``tensor``-mode outputs (checked on
+    ``sample``), no connectors, a student trained with plain cross-entropy
+    on hard labels, one teacher on the shared inputs in eval BN mode, a plain
+    optimizer (no parameter-wise settings, gradient clipping or
+    accumulation), fp32. ``None`` otherwise (the leg is skipped).
+    """
+    inner = unwrap(model)
+    if type(inner) is not Distiller or sample is None or ctx.amp_dtype is not None:
+        return None
+    if len(inner.distill_losses) != 1 or len(inner.connectors):
+        return None
+    (name, loss), = inner.distill_losses.items()
+    if not isinstance(loss, KDLoss) or loss.reduction != 'batchmean' or \
+            loss.logit_standardization or inner.loss_scales[name] != 1 or \
+            inner.loss_scales.task != 1:
+        return None
+    refs = inner.loss_inputs[name]
+    student, teacher = refs.get('student'), refs.get('teacher')
+    if not (isinstance(student, RecordRef) and isinstance(teacher, RecordRef)
+            and student.net == STUDENT and teacher.net in inner.frozen_teachers):
+        return None
+    frozen = inner.frozen_teachers[teacher.net]
+    preprocessor_of = getattr(inner, 'preprocessor_of', None)
+    if frozen.norm != 'eval' or (preprocessor_of is not None and
+                                 preprocessor_of(teacher.net) is not inner.data_preprocessor):
+        return None
+    head_loss = getattr(getattr(inner.student, 'head', None), 'loss_module', None)
+    if type(head_loss).__name__ != 'CrossEntropyLoss' or any(
+            getattr(head_loss, key, False) for key in ('use_sigmoid', 'use_soft')) or \
+            getattr(head_loss, 'class_weight', None) is not None or \
+            getattr(head_loss, 'reduction', 'mean') != 'mean':
+        return None
+    if getattr(inner.data_preprocessor, 'batch_augments', None) is not None:
+        return None
+    optim = ctx.optim_wrapper
+    if optim.get('type', 'OptimWrapper') != 'OptimWrapper' or optim.get('paramwise_cfg') or \
+            optim.get('clip_grad') or optim.get('accumulative_counts', 1) != 1 or \
+            not hasattr(torch.optim, str(optim.get('optimizer', {}).get('type'))):
+        return None
+    with torch.no_grad():
+        inputs = inner.data_preprocessor(copy.deepcopy(sample), False)['inputs']
+    if not (_outputs_record(inner.student_records, student.record, inner.student, inputs) and
+            _outputs_record(frozen.records, teacher.record, frozen.net, inputs)):
+        return None
+    return KDReference(teacher.net, float(loss.tau), float(loss.loss_weight),
+                       float(head_loss.loss_weight))
+
+
+def kd_reference_leg(model: nn.Module, ctx: BenchContext, spec: KDReference) -> Leg:
+    """The KD step of ``model`` written in plain eager PyTorch, as one would by
+    hand: on copies of the student and of the plain teacher (no fast path),
+    the model's data preprocessor, the teacher's ``tensor`` forward under
+    ``no_grad``, the student's ``tensor`` forward,
+    ``ce_weight * CE + kd_weight * tau^2 * KL(p_t || p_s)``, backward and a
+    step of the config's optimizer (a ``torch.optim`` class with its
+    arguments). It is the reference of the (c) step leg; a call returns the
+    step's loss.
+
+    Args:
+        model: The distiller (see :func:`kd_reference`).
+        ctx: Gives the optimizer config.
+        spec: From :func:`kd_reference`.
+
+    Returns:
+        The leg.
+    """
+    inner = unwrap(model)
+    student = copy.deepcopy(inner.student).train()
+    teacher = plain_copy(inner.teachers[spec.teacher]).eval()
+    preprocessor = copy.deepcopy(inner.data_preprocessor)
+    optimizer_cfg = dict(ctx.optim_wrapper['optimizer'])
+    optimizer = getattr(torch.optim, optimizer_cfg.pop('type'))(
+        [p for p in student.parameters() if p.requires_grad], **optimizer_cfg)
+    tau = spec.tau
+
+    def run(batch: dict) -> torch.Tensor:
+        data = preprocessor(batch, True)
+        inputs = data['inputs']
+        labels = torch.cat([sample.gt_label for sample in data['data_samples']])
+        with torch.no_grad():
+            teacher_logits = teacher(inputs, mode='tensor')
+        logits = student(inputs, mode='tensor')
+        kd = F.kl_div(F.log_softmax(logits / tau, dim=1),
+                      F.log_softmax(teacher_logits / tau, dim=1),
+                      reduction='batchmean', log_target=True) * tau**2
+        loss = spec.ce_weight * F.cross_entropy(logits, labels) + spec.kd_weight * kd
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return Leg('reference', '(r) hand-written KD step', REFERENCE, run,
+               reference_for='distill')
+
+
+def reference_legs(model: nn.Module, ctx: BenchContext, sample: Optional[dict] = None
+                   ) -> List[Leg]:
+    """The reference legs of ``model``: each running teacher with a fast path
+    as built (no fast path), and the hand-written KD step where
+    :func:`kd_reference` finds one."""
+    inner = unwrap(model)
+    if not isinstance(inner, Distiller):
+        return []
+    legs = []
+    for name, frozen in inner.frozen_teachers.items():
+        if frozen.runs and frozen.fast_path is not None:
+            key = TEACHER if name == TEACHER else f'{TEACHER}:{name}'
+            legs.append(inference_leg(f'plain:{key}', f'(r) {name} inference, plain',
+                                      plain_copy(frozen.net), inner.data_preprocessor, ctx,
+                                      REFERENCE, key))
+    spec = kd_reference(model, ctx, sample)
+    if spec is not None:
+        legs.append(kd_reference_leg(model, ctx, spec))
+    return legs
+
+
+def legs_for(model: nn.Module, ctx: BenchContext, sample: Optional[dict] = None) -> List[Leg]:
     """The legs of ``model``, from :func:`~mmkd.distillers.nets_of`.
 
     A plain model gives its own training step, (a) only. A distiller gives
     (a) a copy of each student trained alone, (b) the inference of each
-    teacher that runs in a step (one with records) and (c) the model's own
-    step; a cohort gives (a) a copy of each member trained alone (with its
-    ``members.<name>`` optimizer overrides) and (c) the cohort's step.
+    teacher that runs in a step (one with records), (c) the model's own
+    step and its reference legs (:func:`reference_legs`); a cohort gives (a)
+    a copy of each member trained alone (with its ``members.<name>``
+    optimizer overrides) and (c) the cohort's step.
 
     Args:
         model: The model, on its device.
         ctx: Optim wrapper config, device and AMP of the run.
+        sample: A raw batch, to check what the hand-written KD step needs
+            (without it, that leg is left out).
 
     Returns:
-        The limit legs, then the step leg if there is one.
+        The limit legs, then the step leg if there is one, then the
+        reference legs.
     """
     if not _distils(model):
         return [train_step_leg(STUDENT, '(a) training step', model, ctx)]
@@ -196,7 +379,7 @@ def legs_for(model: nn.Module, ctx: BenchContext) -> List[Leg]:
     legs = [leg for net in nets for leg in _limit_legs(net, model, ctx)]
     step = 'cohort' if any(net.role == MEMBER for net in nets) else 'distillation'
     legs.append(train_step_leg('distill', f'(c) {step} step', model, ctx, role=STEP))
-    return legs
+    return legs + reference_legs(model, ctx, sample)
 
 
 # ---------------------------------------------------------------------- timing
@@ -208,6 +391,7 @@ class LegResult:
     role: str
     times: List[float]
     peak_memory: Optional[int] = None
+    reference_for: Optional[str] = None
 
     @property
     def median(self) -> float:
@@ -230,8 +414,8 @@ def _sync(device: str) -> None:
 
 def time_legs(legs: Sequence[Leg], batches: Sequence[dict], warmup: int, iters: int,
               device: str = 'cpu',
-              progress: Optional[Callable[[int, int, int, Dict[str, float]], None]] = None
-              ) -> List[LegResult]:
+              progress: Optional[Callable[[int, int, int, Dict[str, float]], None]] = None,
+              clock: Callable[[], float] = time.perf_counter) -> List[LegResult]:
     """Run every leg on each batch, round-robin, and time the calls.
 
     On batch ``i`` the legs run in their order rotated by ``i``; the first
@@ -245,13 +429,15 @@ def time_legs(legs: Sequence[Leg], batches: Sequence[dict], warmup: int, iters: 
         device: Synchronised around each call when it is CUDA.
         progress: Called after each round with (done, total, warmup,
             seconds of each leg in that round).
+        clock: Returns seconds (one of :data:`CLOCKS`).
 
     Returns:
         One :class:`LegResult` per leg, ``times[k]`` on the same batch for all.
     """
     if not batches:
         raise ValueError('time_legs needs at least one batch.')
-    results = [LegResult(leg.name, leg.label, leg.role, []) for leg in legs]
+    results = [LegResult(leg.name, leg.label, leg.role, [], reference_for=leg.reference_for)
+               for leg in legs]
     total = warmup + iters
     for i in range(total):
         batch = batches[i % len(batches)]
@@ -261,10 +447,10 @@ def time_legs(legs: Sequence[Leg], batches: Sequence[dict], warmup: int, iters: 
             leg = legs[index]
             prepared = leg.prepare(batch)
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             leg.run(prepared)
             _sync(device)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             last[leg.name] = elapsed
             if i >= warmup:
                 results[index].times.append(elapsed)
@@ -342,6 +528,24 @@ class OverheadResult:
         limits = [sum(t) for t in zip(*(leg.times for leg in self._of(LIMIT)))]
         return [c / lim for c, lim in zip(steps[0].times, limits)]
 
+    def references(self) -> List[Dict[str, Any]]:
+        """Each reference leg against the leg it is the reference of: the ratio
+        of the medians, and batch by batch (median, quartiles)."""
+        by_name = {leg.name: leg for leg in self.legs}
+        found = []
+        for ref in self._of(REFERENCE):
+            leg = by_name.get(ref.reference_for)
+            if leg is None:
+                continue
+            ratios = [a / b for a, b in zip(leg.times, ref.times)]
+            quartiles = statistics.quantiles(ratios, n=4, method='inclusive') \
+                if len(ratios) > 1 else [None, None, None]
+            found.append(dict(leg=leg.name, reference=ref.name, label=leg.label,
+                              reference_label=ref.label, ratio=leg.median / ref.median,
+                              ratio_per_batch_median=statistics.median(ratios),
+                              ratio_per_batch_iqr=[quartiles[0], quartiles[2]]))
+        return found
+
     def to_dict(self) -> Dict[str, Any]:
         """The figures, every time included (what ``--out`` writes)."""
         ratios = self.ratios
@@ -349,8 +553,10 @@ class OverheadResult:
             config=self.config, settings=self.settings, parameters=self.parameters,
             limit=self.limit, ratio=self.ratio,
             ratio_per_batch_median=statistics.median(ratios) if ratios else None,
+            references=self.references(),
             legs=[dict(name=leg.name, label=leg.label, role=leg.role, median=leg.median,
-                       iqr=leg.iqr, peak_memory=leg.peak_memory, times=leg.times)
+                       iqr=leg.iqr, peak_memory=leg.peak_memory, times=leg.times,
+                       reference_for=leg.reference_for)
                   for leg in self.legs])
 
     def format(self) -> str:
@@ -359,14 +565,15 @@ class OverheadResult:
         lines = [f'distillation overhead of {self.config}',
                  f'device {s.get("device")} ({s.get("threads")} threads), batch '
                  f'{s.get("batch_size")}, {s.get("warmup")} warm-up + {s.get("iters")} timed '
-                 f'rounds (legs interleaved), {s.get("precision")}, {s.get("memory_format")}',
-                 f'{"leg":<28}{"median":>10}{"IQR":>10}{"peak mem":>12}']
+                 f'rounds (legs interleaved), {s.get("precision")}, {s.get("memory_format")}, '
+                 f'{s.get("clock", "wall")} clock',
+                 f'{"leg":<32}{"median":>10}{"IQR":>10}{"peak mem":>12}']
 
         def row(label: str, median: float, iqr: Optional[float] = None,
                 memory: Optional[int] = None) -> str:
             shown_iqr = f'{iqr:.3f} s' if iqr is not None else ''
             shown_mem = f'{memory / 2**20:.1f} MiB' if memory is not None else ''
-            return f'{label:<28}{median:>8.3f} s{shown_iqr:>10}{shown_mem:>12}'
+            return f'{label:<32}{median:>8.3f} s{shown_iqr:>10}{shown_mem:>12}'
 
         for leg in self.legs:
             lines.append(row(leg.label, leg.median, leg.iqr, leg.peak_memory))
@@ -383,6 +590,11 @@ class OverheadResult:
                 spread = f'; per batch: median {statistics.median(ratios):.3f}, ' \
                          f'IQR {q1:.3f}-{q3:.3f}'
             lines.append(f'ratio c / ({names}) = {self.ratio:.3f}{spread}')
+        for ref in self.references():
+            low, high = ref['ratio_per_batch_iqr']
+            spread = '' if low is None else f', IQR {low:.3f}-{high:.3f}'
+            lines.append(f'{ref["label"]} / {ref["reference_label"]} = {ref["ratio"]:.3f}; '
+                         f'per batch: median {ref["ratio_per_batch_median"]:.3f}{spread}')
         shown = ', '.join(f'{k} {v:,}' for k, v in self.parameters.items())
         lines.append(f'parameters: {shown}')
         return '\n'.join(lines)

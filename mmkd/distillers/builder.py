@@ -58,6 +58,8 @@ def model_cfg_from(net_cfg: dict, role: str) -> Tuple[dict, Optional[str]]:
                         f'got {type(net_cfg).__name__}.')
     net_cfg = copy.deepcopy(dict(net_cfg))
     net_cfg.pop('checkpoint', None)  # the teacher's weights, not a model argument
+    for key in ('preprocess', 'input_size'):  # how a teacher gets its inputs (teacher_inputs.py)
+        net_cfg.pop(key, None)
     cfg_path = net_cfg.pop('cfg_path', None)
     if cfg_path is None:
         if 'type' not in net_cfg:
@@ -77,28 +79,43 @@ def model_cfg_from(net_cfg: dict, role: str) -> Tuple[dict, Optional[str]]:
 
 
 def build_model_from_cfg(model_cfg: dict, scope: Optional[str] = None) -> nn.Module:
-    """Build a model dict in ``scope`` (the scope of the config it came from).
+    """Build a model dict in ``scope`` (the scope of the config it came from, or
+    the package its type names: ``'mmpretrain.TimmClassifier'``).
 
     Nested dicts become ``ConfigDict``s, as in a model built from a config
     file (mmdet reads e.g. ``train_cfg.rpn`` as attributes).
     """
     model_cfg = ConfigDict(copy.deepcopy(model_cfg))
+    model_type = model_cfg.get('type')
+    if scope is None and '_scope_' not in model_cfg and isinstance(model_type, str) and \
+            model_type.split('.', 1)[0] in (*TASK_SCOPES, 'mmkd') and '.' in model_type:
+        # 'mmpretrain.TimmClassifier': its own parts are that package's too.
+        scope, model_cfg['type'] = model_type.split('.', 1)
+    if scope is None and '_scope_' not in model_cfg:
+        scope = _owner_scope(model_type)
     if scope is not None:
         model_cfg.setdefault('_scope_', scope)
     elif '_scope_' not in model_cfg and DefaultScope.get_current_instance() is None:
         model_cfg['_scope_'] = 'mmkd'
-    try:
-        return MODELS.build(model_cfg)
-    except KeyError as err:
-        model_type = model_cfg.get('type')
-        owners = [s for s in TASK_SCOPES if isinstance(model_type, str) and '.' not in model_type
-                  and MODELS.get(f'{s}.{model_type}') is not None]
-        if not owners or model_cfg.get('_scope_') in owners:
-            raise
+    return MODELS.build(model_cfg)
+
+
+def _owner_scope(model_type) -> Optional[str]:
+    """The task package a bare model type belongs to, so that the model and its
+    parts are built in that package's scope; ``None`` for mmkd's own models.
+
+    Raises:
+        KeyError: several packages have a model of that name: the message
+            lists them and how to choose.
+    """
+    if not isinstance(model_type, str) or '.' in model_type or model_type in MODELS.module_dict:
+        return None
+    owners = [s for s in TASK_SCOPES if MODELS.get(f'{s}.{model_type}') is not None]
+    if len(owners) > 1:
         raise KeyError(
-            f'{model_type!r} is not registered in scope {model_cfg.get("_scope_") or "mmkd"!r}; '
-            f'it is in {owners}. Add _scope_={owners[0]!r} to the model dict (or write '
-            f'type={owners[0] + "." + model_type!r}).') from err
+            f'{model_type!r} is a model of {owners}: add _scope_={owners[0]!r} (or another '
+            f'of them) to the model dict, or write type={owners[0] + "." + model_type!r}.')
+    return owners[0] if owners else None
 
 
 def build_model_from_config(cfg: Config) -> nn.Module:
@@ -132,11 +149,23 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _wrapped_net_state(state: dict, own: dict) -> dict:
+    """A checkpoint of the wrapped net alone (a torchvision or timm state dict)
+    for a wrapper whose keys all sit under one prefix (``model.``)."""
+    heads = {k.split('.', 1)[0] for k in own}
+    if len(heads) != 1 or not state or set(state) & set(own):
+        return state
+    head = f'{heads.pop()}.'
+    return {head + k: v for k, v in state.items()} if all(
+        head + k in own for k in state) else state
+
+
 def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
     """Load ``path`` into ``teacher``; raise with the keys that do not fit.
 
-    Accepts MMEngine checkpoints, DDP ones (``module.``), plain state dicts
-    and checkpoints of a distiller (its ``student.`` weights), from a file or
+    Accepts MMEngine checkpoints, DDP ones (``module.``), plain state dicts,
+    checkpoints of a distiller (its ``student.`` weights) and those of a net
+    that the teacher wraps (torchvision's, timm's), from a file or
     any scheme of MMEngine's ``CheckpointLoader`` (``https://``,
     ``torchvision://``...), read safely (see :mod:`mmkd.utils.checkpoint`).
     """
@@ -154,6 +183,7 @@ def load_teacher_checkpoint(teacher: nn.Module, path: str) -> None:
     if any(k.startswith('student.') for k in state):
         state = _strip_prefix(state, 'student.')
     own = teacher.state_dict()
+    state = _wrapped_net_state(state, own)
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)
     mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'

@@ -70,11 +70,10 @@ class DetectionDistiller(Distiller):
     shared data preprocessor (the student's, batch-padded): teacher and
     student must normalise images alike.
 
-    Args:
-        student, teacher, recorders, student_recorders, teacher_recorders,
-        connectors, losses, teacher_in_checkpoint, teacher_norm,
-        dry_run_shape, data_preprocessor, init_cfg: see
-        :class:`Distiller`.
+    Its arguments are those of :class:`Distiller`: ``student``, ``teacher``,
+    ``recorders``, ``student_recorders``, ``teacher_recorders``, ``connectors``,
+    ``losses``, ``teacher_in_checkpoint``, ``teacher_norm``, ``dry_run_shape``,
+    ``data_preprocessor``, ``init_cfg``.
 
     Example (config)::
 

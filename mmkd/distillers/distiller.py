@@ -2,9 +2,11 @@
 connectors and losses."""
 import copy
 from abc import ABCMeta
+from contextlib import nullcontext
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from mmkd.connectors import ConnectorConfigError, RecordFacts, infer_connector_config
@@ -14,10 +16,13 @@ from mmkd.registry import MODELS
 
 from .builder import build_model_from_cfg, model_cfg_from
 from .errors import DistillerConfigError
+from .fast_teacher import accelerate_teachers, fast_path_settings, record_reader
 from .loss_scales import LossScales
 from .nets import STUDENT, TEACHER, DistillationModel, Net
+from .recipe import apply_recipe, collect_levels, expand_per_level, resolve_values
 from .references import ConnectorRef, RecordRef, Reference, Resolver, describe, parse_reference
 from .teacher import FrozenTeacher
+from .teacher_inputs import TeacherInputs, build_teacher_inputs
 from .wiring import (
     SAMPLES_ARG,
     build_loss,
@@ -46,13 +51,27 @@ def first_conv_in_channels(model: nn.Module, default: int = 3) -> int:
 
 
 class _SetupAfterInit(ABCMeta):
-    """Finishes a distiller's setup once the outermost ``__init__`` returns, so a
-    subclass's ``__init__`` can add to the nets and records first."""
+    """Merges a ``recipe=`` into the arguments before any ``__init__`` sees them,
+    and finishes a distiller's setup once the outermost ``__init__`` returns, so
+    a subclass's ``__init__`` can add to the nets and records first."""
 
     def __call__(cls, *args, **kwargs):
-        distiller = super().__call__(*args, **kwargs)
-        distiller._finish_setup()
+        # mmkd's parts (recorders, connectors, losses) are built in mmkd's scope, also when
+        # the run's default scope is a task package's (a user's config naming 'mmkd.Distiller').
+        with _in_mmkd_scope():
+            recipe = kwargs.pop('recipe', None)
+            if recipe is not None:
+                kwargs = apply_recipe(recipe, kwargs, cls.__name__)
+            distiller = super().__call__(*args, **kwargs)
+            distiller._finish_setup()
         return distiller
+
+
+def _in_mmkd_scope():
+    current = DefaultScope.get_current_instance()
+    if current is not None and current.scope_name == 'mmkd':
+        return nullcontext()
+    return DefaultScope.overwrite_default_scope('mmkd')
 
 
 @MODELS.register_module(name=['Distiller', 'SingleTeacherDistiller', 'MultiTeacherDistiller'])
@@ -108,7 +127,10 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     Args:
         student: The student's model dict, or ``dict(cfg_path=...)``.
         teacher: The one teacher: ``dict(cfg_path=..., checkpoint=...)`` or
-            a model dict with ``checkpoint``.
+            a model dict with ``checkpoint``. ``preprocess='own'`` in it: the
+            teacher's own data preprocessor runs on the raw batch (other
+            mean/std, RGB/BGR); ``input_size=(H, W)``: its inputs are resized
+            (:mod:`mmkd.distillers.teacher_inputs`).
         teachers: Several teachers by name (names without ``'.'``, other
             than ``'student'``).
         recorders: Recorders attached to the student and every teacher.
@@ -118,12 +140,22 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         connectors: Connector configs by name.
         losses: Loss configs by name.
         teacher_in_checkpoint: Save the teachers' weights in checkpoints.
-        teacher_norm: ``'eval'`` (stored BN statistics) or ``'batch_stats'``
-            (BN on the batch's statistics during training steps, without
-            changing the stored ones: OFD's Table 8); one mode for every
-            teacher, or a dict teacher name -> mode.
+        teacher_norm: ``'eval'`` (stored BN statistics; also ``None``, the
+            default) or ``'batch_stats'`` (BN on the batch's statistics
+            during training steps, without changing the stored ones: OFD's
+            Table 8); one mode for every teacher, or a dict teacher name ->
+            mode.
+        teacher_fast_path: The teachers' exact fast path
+            (:mod:`mmkd.distillers.fast_teacher`): ``True`` (default: BN
+            folded into convs, channels-last), ``False``, or
+            ``dict(fold_bn=..., channels_last=..., compile=...)``.
         dry_run_shape: (C, H, W) of the dry-run input; channels default to
             the student's first conv, size to 64 x 64.
+        recipe: A recipe (``'kd'``, ``'mmkd::recipes/kd.py'`` or a file):
+            its recorders, connectors and losses, merged with this config's
+            own, which win (:mod:`mmkd.distillers.recipe`). Records may name
+            what they record by role (``source='<logits>'``), found in each
+            net (:mod:`mmkd.recorders.locate`).
         data_preprocessor: Overrides the student's data preprocessor (the
             runner passes the config's top-level one). The distiller and the
             student share one instance.
@@ -149,7 +181,8 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                  student_recorders: Optional[dict] = None,
                  teacher_recorders: Optional[dict] = None, connectors: Optional[dict] = None,
                  losses: Optional[dict] = None, teacher_in_checkpoint: bool = False,
-                 teacher_norm: Union[str, Dict[str, str]] = 'eval',
+                 teacher_norm: Union[str, Dict[str, str], None] = None,
+                 teacher_fast_path: Union[bool, dict] = True,
                  dry_run_shape: Optional[Sequence[int]] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -167,7 +200,19 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         # Kept out of _modules on purpose (see the class docstring).
         self.__dict__['_frozen_teachers'] = self._build_teachers(
             teacher, teachers, shared, teacher_recorders, teacher_norm)
+        # Teachers that preprocess the raw batch themselves or take another size (out of
+        # _modules too: they hold preprocessors registered elsewhere).
+        self.__dict__['_teacher_inputs'] = build_teacher_inputs(
+            {'teacher': teacher} if teacher is not None else dict(teachers or {}),
+            self.teachers, self.data_preprocessor)
+        self._raw_batch: Optional[dict] = None
+        if any(t.own for t in self.__dict__['_teacher_inputs'].values()):
+            # The raw batch of a training step, as it enters the data preprocessor (the
+            # model's train_step or a DDP wrapper's), for the teachers that preprocess it.
+            self.data_preprocessor.register_forward_pre_hook(self._keep_raw_batch,
+                                                             with_kwargs=True)
         self.teacher_in_checkpoint = teacher_in_checkpoint
+        self.teacher_fast_path = fast_path_settings(teacher_fast_path)
         self._connector_cfgs = dict(connectors or {})
         self._loss_cfgs = dict(losses or {})
         self._dry_run_shape = dry_run_shape
@@ -207,7 +252,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             raise DistillerConfigError(f'teacher_recorders names teacher(s) {unknown}; the '
                                        f'teachers are {sorted(cfgs)}.')
         norms = dict(teacher_norm) if isinstance(teacher_norm, dict) else {
-            name: teacher_norm for name in cfgs}
+            name: teacher_norm or 'eval' for name in cfgs}
         unknown = sorted(set(norms) - set(cfgs))
         if unknown:
             raise DistillerConfigError(f'teacher_norm names teacher(s) {unknown}; the teachers '
@@ -280,6 +325,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     # ------------------------------------------------------------------ setup
     def _finish_setup(self) -> None:
         """Locate records, dry run, build connectors and losses, check them."""
+        self._expand_located()
         self._check_names()
         was_training = self.training
         self.train(False)
@@ -294,6 +340,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                     self._forward_nets(inputs, samples, 'tensor', run_teachers=True)
                     for group in self.records.values():
                         group.decide_clones()
+                accelerate_teachers(self, inputs, samples)
                 # Parts built from here are evaluated on the dry run in eval mode, so
                 # that no BN statistics move before training.
                 resolve = self._resolver()
@@ -312,6 +359,14 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         finally:
             self.train(was_training)
             self._reset_records()
+
+    def _expand_located(self) -> None:
+        """One connector and loss per level where they read per-level records
+        (``'<fpn>'``), and ``'<name>'`` values found in the student."""
+        connectors, losses = expand_per_level(self._connector_cfgs, self._loss_cfgs,
+                                              collect_levels(self.records))
+        self._connector_cfgs = resolve_values(connectors, self.student, 'connector')
+        self._loss_cfgs = resolve_values(losses, self.student, 'loss')
 
     def _check_names(self) -> None:
         for name in self._connector_cfgs:
@@ -397,7 +452,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     # ------------------------------------------------------------------ running
     def _resolver(self) -> Resolver:
         records = self.records
-        return Resolver(lambda ref: records[ref.net][ref.record].get(), self.connectors,
+        return Resolver(record_reader(records, self.frozen_teachers), self.connectors,
                         self.connector_inputs)
 
     def _running_teachers(self) -> List[FrozenTeacher]:
@@ -408,11 +463,36 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
 
     @torch.no_grad()
     def run_teachers(self, inputs: torch.Tensor, data_samples=None) -> None:
-        """Run each teacher with records (no grad) as far as its records need."""
+        """Run each teacher with records (no grad) as far as its records need,
+        on its own inputs where it has them (:mod:`.teacher_inputs`)."""
         for teacher in self._running_teachers():
+            own = self.__dict__['_teacher_inputs'].get(teacher.name)
+            if own is None:
+                batch = (inputs, data_samples)
+            elif own.own and self._raw_batch is None and self.training:
+                raise DistillerConfigError(
+                    f'teacher {teacher.name!r} preprocesses the raw batch itself: preprocess '
+                    'the batch with model.data_preprocessor(data, True) right before '
+                    "forward(mode='loss'), as MMEngine's train_step does.")
+            else:
+                batch = own.prepare(inputs, data_samples, self._raw_batch)
             with teacher.norm_context(self.training):
-                self.run_teacher(teacher, inputs, data_samples)
+                self.run_teacher(teacher, *batch)
             teacher.check_finite()
+        self._raw_batch = None
+
+    def _keep_raw_batch(self, _module, args, kwargs) -> None:
+        data = args[0] if args else kwargs.get('data')
+        training = args[1] if len(args) > 1 else kwargs.get('training', False)
+        if training:
+            self._raw_batch = data
+
+    def preprocessor_of(self, name: str) -> nn.Module:
+        """The data preprocessor through which net ``name`` sees a raw batch
+        (``preprocessor_of(name)(data_batch, False)``): a teacher's own (see
+        :mod:`.teacher_inputs`), else the distiller's."""
+        own: Optional[TeacherInputs] = self.__dict__['_teacher_inputs'].get(name)
+        return self.data_preprocessor if own is None else own
 
     def _forward_nets(self, inputs: torch.Tensor, data_samples, mode: str,
                       run_teachers: bool):
@@ -430,6 +510,38 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         if takes_data_samples(loss):
             kwargs[SAMPLES_ARG] = data_samples
         return loss(**kwargs)
+
+    @torch.no_grad()
+    def distillation_inputs(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'
+                            ) -> Dict[str, Dict[str, Union[torch.Tensor, list]]]:
+        """What each distillation loss receives for one batch, by loss and argument.
+
+        Runs the teachers and the student (in ``mode``) with their records, as
+        a training step does, and resolves every loss's references with the
+        step's resolver: a reference to a connector gives the connector's
+        output (the student's feature after its connector), a list of
+        references the list of values. No loss is computed, nothing is
+        optimised, and the records are freed afterwards. Call it in eval mode
+        to see the values validation would (``tools/visualizations/vis_features.py``).
+
+        Args:
+            inputs: A preprocessed batch (the data preprocessor's ``inputs``).
+            data_samples: Its data samples (detectors read image metadata).
+            mode: The student's forward mode: ``'tensor'``, or ``'loss'`` (needs
+                ground truth; a detector's RoI records then use the RoIs
+                that training samples).
+
+        Returns:
+            ``{loss name: {argument: value}}`` for every reference argument
+            (``data_samples`` is not one).
+        """
+        try:
+            self._forward_nets(inputs, data_samples, mode, run_teachers=True)
+            resolve = self._resolver()
+            return {name: {arg: resolve(ref) for arg, ref in refs.items()}
+                    for name, refs in self.loss_inputs.items()}
+        finally:
+            self._reset_records()
 
     def compute_distill_losses(self, data_samples=None,
                                resolve: Optional[Resolver] = None) -> Dict[str, torch.Tensor]:

@@ -65,6 +65,10 @@ class FrozenTeacher:
         norm: ``'eval'`` or ``'batch_stats'``.
         state_prefix: Prefix of its weights in the distiller's state dict
             (when teachers are saved in checkpoints).
+
+    Attributes:
+        fast_path: What the distiller's teacher fast path changed in the net
+            (:class:`~mmkd.distillers.fast_teacher.TeacherFastPath`), or ``None``.
     """
 
     def __init__(self, name: str, cfg: dict, recorders: Mapping, norm: str = 'eval',
@@ -78,6 +82,7 @@ class FrozenTeacher:
         self.checkpoint = cfg.get('checkpoint') if isinstance(cfg, dict) else None
         self.net = build_frozen_teacher(cfg, name)
         self.records = RecorderGroup(self.net, recorders, name)
+        self.fast_path = None  # set by the distiller (fast_teacher.accelerate_teachers)
 
     @property
     def runs(self) -> bool:

@@ -29,12 +29,10 @@ from torch import nn
 
 import mmkd  # noqa: F401
 from mmkd.analysis import ProbeSettings, build_probe_set, measure_entropy, summarize_knowledge
+from mmkd.analysis.runs import mean_std
 from mmkd.distillers import MEMBER, STUDENT, TEACHER, Net, build_model_from_config, nets_of
 from mmkd.registry import DATASETS
 from mmkd.utils import register_all_modules
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from quantify_knowledge import mean_std  # noqa: E402
 
 KEYS = ['N_fg', 'N_bg', 'lambda', 'H_fg-H_bg']
 

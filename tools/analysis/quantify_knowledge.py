@@ -23,7 +23,6 @@ import math
 import os
 import os.path as osp
 import re
-import statistics
 import sys
 from collections import OrderedDict
 from typing import Dict, List, Optional
@@ -31,9 +30,7 @@ from typing import Dict, List, Optional
 import torch
 
 from mmkd.analysis import count_concepts, summarize_knowledge
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from summarize_runs import read_run  # noqa: E402
+from mmkd.analysis.runs import mean_std, read_run
 
 JSON_NAME = 'knowledge_quantification.json'
 COLUMNS = ['N_fg', 'N_bg', 'lambda', 'H_fg-H_bg', 'D_mean', 'D_std', 'rho']
@@ -99,15 +96,6 @@ def group_runs(specs: List[str]) -> Dict[str, List[str]]:
             dirs = [spec]
         groups.setdefault(name, []).extend(dirs)
     return groups
-
-
-def mean_std(values: List[float], digits: int = 2) -> str:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return '-'
-    if len(values) == 1:
-        return f'{values[0]:.{digits}f}'
-    return f'{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}'
 
 
 def table(groups: Dict[str, List[dict]]) -> str:

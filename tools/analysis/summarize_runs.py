@@ -8,36 +8,12 @@ Example:
     python tools/analysis/summarize_runs.py work_dirs/zoo/*
 """
 import argparse
-import glob
-import json
 import os.path as osp
 import re
-import statistics
 import sys
 from collections import OrderedDict
 
-
-def read_run(work_dir: str, metric: str) -> dict:
-    """Final and best ``metric`` of one run, and its teacher's if logged."""
-    values, epochs, teacher = [], [], None
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if metric in record:
-                    values.append(record[metric])
-                    epochs.append(record.get('step'))
-                if f'teacher/{metric}' in record:
-                    teacher = record[f'teacher/{metric}']
-    if not values:
-        return None
-    return dict(final=values[-1], best=max(values), epoch=epochs[-1], teacher=teacher)
-
-
-def mean_std(values) -> str:
-    if len(values) == 1:
-        return f'{values[0]:.2f}'
-    return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
+from mmkd.analysis.runs import mean_std, read_run
 
 
 def main():

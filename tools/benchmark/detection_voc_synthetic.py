@@ -24,7 +24,6 @@ import functools
 import json
 import os
 import os.path as osp
-import sys
 import time
 from typing import Dict, List, Optional
 
@@ -41,7 +40,6 @@ STUDENT_CONFIGS = {
 @functools.lru_cache(maxsize=None)
 def _load(config_path: str):
     """A config file, read once (``mmdet::`` bases make reading slow); callers copy."""
-    sys.path.insert(0, REPO)
     import mmkd  # noqa: F401
     from mmkd.distillers import load_config
     return load_config(config_path)
@@ -195,12 +193,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     import torch
     torch.set_num_threads(args.threads)
 
-    sys.path.insert(0, REPO)
-    sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
-    from make_synthetic_voc_det import make_synthetic_voc_det, set_description
-    from synthetic_scenes import prepared_description
-
     import mmkd  # noqa: F401
+    from mmkd.datasets.synthetic_voc import (
+        make_synthetic_voc_det,
+        prepared_description,
+        set_description,
+    )
     from mmkd.utils import register_all_modules
     register_all_modules(init_default_scope=False)
 

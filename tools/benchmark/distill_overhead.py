@@ -1,9 +1,11 @@
 """Time a config's training step against its limit, in one interleaved run.
 
 For a distiller: (a) the student's training step alone, (b) each teacher's
-inference, (c) the distillation step, on the same batches, round-robin.
-Prints the median and IQR of each, the ratio c / (a + b), peak memory and
-the parameters that distillation adds. A cohort's limit is the sum of its
+inference, (c) the distillation step, on the same batches, round-robin, and
+reference legs (r): each teacher as built, without its fast path, and, for
+KD on logits, the same KD step written in plain eager PyTorch. Prints the
+median and IQR of each, the ratio c / (a + b), each leg over its reference,
+peak memory and the parameters that distillation adds. A cohort's limit is the sum of its
 members' training steps; a plain config gives (a) only. The legs and the
 report are :mod:`mmkd.benchmark`; this script loads the config, its batches
 and its model, and runs them.
@@ -12,6 +14,8 @@ Example:
     python tools/benchmark/distill_overhead.py configs/kd/kd_resnet56_resnet8_fashionmnist.py \
         --batch-size 128 --iters 20
     python tools/benchmark/distill_overhead.py <config> --amp --channels-last --out result.json
+    python tools/benchmark/distill_overhead.py <config> --threads 1 --clock cpu \
+        --cfg-options model.teacher_fast_path=False      # the teacher as built
 """
 import argparse
 import copy
@@ -28,6 +32,7 @@ from mmengine.runner import Runner
 
 import mmkd  # noqa: F401  (mmkd:: configs)
 from mmkd.benchmark import (
+    CLOCKS,
     BenchContext,
     OverheadResult,
     count_parameters,
@@ -92,7 +97,8 @@ def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
                      warmup: int = 3, iters: int = 20, amp: bool = False,
                      channels_last: bool = False, device: Optional[str] = None,
                      max_batches: int = 32, memory: bool = True, threads: Optional[int] = None,
-                     progress: Union[bool, Progress] = True) -> OverheadResult:
+                     progress: Union[bool, Progress] = True, clock: str = 'wall'
+                     ) -> OverheadResult:
     """Measure the overhead of a config's training step over its limit.
 
     Args:
@@ -110,12 +116,16 @@ def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
         threads: ``torch.set_num_threads`` for the run (default: as set).
         progress: Print progress to stderr (or a callable, see
             :func:`~mmkd.benchmark.time_legs`).
+        clock: ``'wall'`` (elapsed time) or ``'cpu'`` (the process's CPU
+            time: steadier on a busy machine; for CPU runs).
 
     Returns:
         :class:`~mmkd.benchmark.OverheadResult`; ``print(result.format())``
         shows it.
     """
     register_all_modules(init_default_scope=False)
+    if clock not in CLOCKS:
+        raise ValueError(f'clock must be one of {sorted(CLOCKS)}; got {clock!r}.')
     path = cfg if isinstance(cfg, str) else (cfg.filename or '<config>')
     cfg = load_config(cfg) if isinstance(cfg, str) else cfg
     device = device or get_device()
@@ -133,9 +143,9 @@ def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
         if amp:
             optim_cfg = mixed_precision_cfg(optim_cfg, device.split(':')[0])
             amp_dtype = getattr(torch, str(optim_cfg.get('dtype') or 'float16'))
-        legs = legs_for(model, BenchContext(optim_cfg, device, amp_dtype))
+        legs = legs_for(model, BenchContext(optim_cfg, device, amp_dtype), batches[0])
         show = progress_printer() if progress is True else (progress or None)
-        results = time_legs(legs, batches, warmup, iters, device, show)
+        results = time_legs(legs, batches, warmup, iters, device, show, CLOCKS[clock])
         if memory:
             for leg, result in zip(legs, results):
                 prepared = leg.prepare(batches[0])
@@ -145,7 +155,7 @@ def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
     settings = dict(device=device, threads=torch.get_num_threads(), batch_size=size,
                     warmup=warmup, iters=iters,
                     precision=f'autocast {amp_dtype}'.replace('torch.', '') if amp else 'fp32',
-                    memory_format='channels_last' if channels_last else 'contiguous')
+                    memory_format='channels_last' if channels_last else 'contiguous', clock=clock)
     return OverheadResult(path, results, count_parameters(model), settings)
 
 
@@ -160,6 +170,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--channels-last', action='store_true',
                         help='nets in channels-last memory format')
     parser.add_argument('--threads', type=int, help='torch intra-op threads (default: as set)')
+    parser.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                        help='time legs by elapsed (wall) or CPU time of the process (cpu: '
+                        'steadier on a shared machine; use with --threads 1 on CPU)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory pass')
     parser.add_argument('--out', help='also write the figures (and every time) to this JSON')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -177,7 +190,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         cfg.merge_from_dict(args.cfg_options)
     result = measure_overhead(cfg, batch_size=args.batch_size, warmup=args.warmup,
                               iters=args.iters, amp=args.amp, channels_last=args.channels_last,
-                              memory=not args.no_memory, threads=args.threads)
+                              memory=not args.no_memory, threads=args.threads,
+                              clock=args.clock)
     result.config = args.config
     print(result.format())
     sys.stdout.flush()

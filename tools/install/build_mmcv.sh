@@ -20,7 +20,7 @@ if [ -z "$wheel" ]; then
   "$PY" -m pip download --no-deps --no-binary :all: "mmcv==$VERSION" -d "$work"
   tar -xzf "$work/mmcv-$VERSION.tar.gz" -C "$work"
   sed -i 's/-std=c++1[47]/-std=c++20/g' "$work/mmcv-$VERSION/setup.py"
-  echo "compiling mmcv $VERSION ops for torch $TORCH (about 10 minutes on 2 cores) ..."
+  echo "compiling mmcv $VERSION ops for torch $TORCH (8-9 minutes on 2 cores) ..."
   MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${JOBS:-$(nproc)} \
     "$PY" -m pip wheel --no-build-isolation --no-deps -w "$CACHE" "$work/mmcv-$VERSION"
   wheel=$(ls "$CACHE"/mmcv-$VERSION-*.whl | head -n 1)

@@ -21,8 +21,7 @@ from typing import Optional
 
 import torch
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-from mmkd.utils import safe_torch_load  # noqa: E402
+from mmkd.utils import safe_torch_load
 
 PREFIX = 'student.'
 MEMBERS = 'members.'

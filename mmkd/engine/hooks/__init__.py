@@ -1,5 +1,7 @@
+from .contrast_memory_hook import ContrastMemoryHook
 from .knowledge_quantification_hook import KnowledgeQuantificationHook
 from .loss_schedule_hook import DistillLossScheduleHook
 from .teacher_evaluation_hook import TeacherEvaluationHook
 
-__all__ = ['DistillLossScheduleHook', 'TeacherEvaluationHook', 'KnowledgeQuantificationHook']
+__all__ = ['DistillLossScheduleHook', 'TeacherEvaluationHook', 'KnowledgeQuantificationHook',
+           'ContrastMemoryHook']

@@ -76,9 +76,10 @@ class KnowledgeQuantificationHook(Hook):
         layer: The student's layer, e.g. ``'backbone.layer3'``.
         teacher_layer: The teachers' layer; ``layer`` by default.
         teacher: Measure the teachers once (distillers only).
-        num_images, probe_seed, grid, steps, lr, entropy_weight,
-        reference_sigma, sigma_range, concept_threshold,
-        foreground_threshold: see :class:`mmkd.analysis.ProbeSettings`.
+        num_images: The probe settings ``num_images``, ``probe_seed``,
+            ``grid``, ``steps``, ``lr``, ``entropy_weight``, ``reference_sigma``,
+            ``sigma_range``, ``concept_threshold`` and ``foreground_threshold``:
+            see :class:`mmkd.analysis.ProbeSettings`.
         interval: Measure concepts every ``interval`` epochs (and at the
             last epoch).
         weight_prefix: Parameters of the student whose path is measured

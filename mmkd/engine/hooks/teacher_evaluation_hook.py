@@ -71,7 +71,7 @@ class TeacherEvaluationHook(Hook):
             metrics = self._cached(key)
             note = ' (cached)'
             if metrics is None:
-                metrics = self._run(model, net.module, dataloader, evaluator)
+                metrics = self._run(model, net, dataloader, evaluator)
                 self._store(key, metrics)
                 note = ''
             prefixed = {f'{net.log_prefix}/{k}': v for k, v in metrics.items()}
@@ -83,11 +83,13 @@ class TeacherEvaluationHook(Hook):
 
     @staticmethod
     @torch.no_grad()
-    def _run(model, teacher: nn.Module, dataloader, evaluator) -> Dict[str, float]:
+    def _run(model, net: Net, dataloader, evaluator) -> Dict[str, float]:
+        teacher = net.module
         teacher.eval()
+        preprocess = _preprocessor(model, net)
         for data_batch in dataloader:
-            # The distiller's preprocessor: the teacher sees what it sees in training.
-            data = model.data_preprocessor(data_batch, False)
+            # The teacher sees what it sees in training (the distiller's inputs or its own).
+            data = preprocess(data_batch, False)
             outputs = teacher(**data, mode='predict')
             evaluator.process(data_samples=outputs, data_batch=data_batch)
         return evaluator.evaluate(len(dataloader.dataset))
@@ -109,7 +111,7 @@ class TeacherEvaluationHook(Hook):
         stat = os.stat(checkpoint)
         # The cache holds the evaluator's own names (the prefix depends on the run).
         parts = ['v2', osp.abspath(checkpoint), stat.st_size, stat.st_mtime_ns,
-                 repr(net.module), module_fingerprint(unwrap(runner.model).data_preprocessor),
+                 repr(net.module), module_fingerprint(_preprocessor(unwrap(runner.model), net)),
                  repr(runner.cfg.get(f'{split}_dataloader')),
                  repr(runner.cfg.get(f'{split}_evaluator'))]
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
@@ -135,6 +137,12 @@ class TeacherEvaluationHook(Hook):
             json.dump(cache, f, indent=1)
         os.replace(tmp, self.cache_file)
 
+
+
+def _preprocessor(model, net: Net) -> nn.Module:
+    """What a teacher's inputs go through: its own where it has them."""
+    own = getattr(model, 'preprocessor_of', None)
+    return own(net.name) if own is not None else model.data_preprocessor
 
 
 def module_fingerprint(module: nn.Module) -> str:
