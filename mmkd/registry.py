@@ -11,8 +11,10 @@ A name that several packages hold is refused with the candidates. The
 so ``custom_imports`` is optional.
 """
 import importlib
+import logging
 from typing import List
 
+from mmengine.logging import print_log
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import EVALUATOR as MMENGINE_EVALUATOR
@@ -61,23 +63,37 @@ class Registry(MMEngineRegistry):
         self.import_from_location()
         if key in self._module_dict:  # mmkd's own components first
             return self._module_dict[key]
-        owners = {}
-        for scope, sibling in self.parent.children.items():
-            if sibling is not self:
-                sibling.import_from_location()
-                if key in sibling.module_dict:
-                    owners[scope] = sibling.module_dict[key]
+        siblings = {scope: sibling for scope, sibling in self.parent.children.items()
+                    if sibling is not self}
         for scope in _enclosing_scopes():  # a task package's own version beats the root's
-            if scope in owners:
-                return owners[scope]
+            if scope in siblings and _holds(siblings[scope], key):
+                return siblings[scope].module_dict[key]
         found = super().get(key)  # MMEngine's and MMCV's, in the root
-        if found is not None or len(owners) <= 1:
-            return found if found is not None else next(iter(owners.values()), None)
+        if found is not None:
+            return found
+        # Only now every other package: a name that one of them alone holds.
+        owners = {scope: sibling.module_dict[key] for scope, sibling in siblings.items()
+                  if _holds(sibling, key)}
+        if len(owners) <= 1:
+            return next(iter(owners.values()), None)
         scopes = sorted(owners)
         raise KeyError(
             f'{key!r} is not an mmkd {self.name}, and {scopes} each have one: write '
             f'type={scopes[0] + "." + key!r} (or another of {scopes}), or set _scope_ in '
             'its dict.')
+
+
+def _holds(registry: MMEngineRegistry, key: str) -> bool:
+    """Whether ``registry`` (its modules imported first) registers ``key``; a
+    package that fails to import (a missing optional dependency) holds nothing."""
+    try:
+        registry.import_from_location()
+    except Exception as err:  # noqa: BLE001 -- any import-time failure of another package
+        print_log(f'mmkd: the {registry.scope} {registry.name} registry could not import its '
+                  f'modules ({type(err).__name__}: {err}); it is skipped in the lookup of '
+                  f'{key!r}.', logger='current', level=logging.DEBUG)
+        return False
+    return key in registry.module_dict
 
 
 _MODEL_LOCATIONS = ['mmkd.models', 'mmkd.recorders', 'mmkd.connectors', 'mmkd.losses',

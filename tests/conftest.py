@@ -2,6 +2,7 @@
 import copy
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,28 @@ import mmkd  # noqa: E402,F401
 from mmkd.utils import register_all_modules  # noqa: E402
 
 register_all_modules(init_default_scope=False)
+
+
+@pytest.fixture(autouse=True)
+def _own_default_scope():
+    """Each test starts with the default scopes as they were: a Runner built in an earlier
+    test (default_scope='mmdet', say) would otherwise decide where bare names are built."""
+    from mmengine.registry import DefaultScope
+    before = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(before)
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny convolutions run fastest on one thread on a shared CPU (a module asks for it
+    with ``pytestmark = pytest.mark.usefixtures('one_thread')``)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session')
@@ -108,13 +131,20 @@ def kd_model(trained: dict, **overrides) -> dict:
     return model
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (for a torch.distributed rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def dist_train(cfg: dict, config_path: str, timeout: int = 900,
                extra_env: Optional[dict] = None) -> subprocess.CompletedProcess:
     """Dump ``cfg`` to ``config_path`` and train it with two CPU processes
     through ``tools/dist_train.sh`` (gloo, one thread each)."""
     from mmengine.config import Config
     Config(cfg).dump(config_path)
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000),
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
                OMP_NUM_THREADS='1', **(extra_env or {}))
     return subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config_path, '2'],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

@@ -70,7 +70,7 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
                                                          r'\(r\) teacher inference, plain')):
         shown = float(re.search(label + r' = (\d+\.\d+); per batch', printed).group(1))
         expected = legs[leg]['median'] / legs[ref]['median']
-        assert shown == pytest.approx(expected, abs=5e-4)
+        assert shown == pytest.approx(expected, abs=6e-4)  # printed to 3 decimals
         assert any(r['reference'] == ref and r['ratio'] == pytest.approx(expected)
                    for r in saved['references'])
     assert all(len(leg['times']) == 3 and leg['peak_memory'] is not None
@@ -78,7 +78,7 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
     expected = legs['distill']['median'] / (legs['student']['median']
                                             + legs['teacher']['median'])
     assert saved['ratio'] == pytest.approx(expected)
-    assert ratio == pytest.approx(expected, abs=5e-4)
+    assert ratio == pytest.approx(expected, abs=6e-4)  # printed to 3 decimals
     assert figures['ratio'] == saved['ratio']
 
     student = MODELS.build(tiny_classifier(depth=8, widths=(4, 4, 8, 8)))

@@ -17,7 +17,7 @@ from mmkd.distillers.teacher import NonFiniteTeacherError
 from mmkd.engine import fit_schedule_to_epochs
 from mmkd.engine.work_dir import check_requested_checkpoint, resume_checkpoint
 from mmkd.registry import MODELS
-from mmkd.utils import CorruptCheckpointError
+from mmkd.utils import CorruptCheckpointError, UnsafeCheckpointError
 
 from conftest import REPO, kd_model, runner_cfg, tiny_classifier
 
@@ -65,6 +65,15 @@ def test_a_teacher_that_overflows_stops_the_step(tiny_teacher):
         model(x, samples, mode='loss')
 
 
+def test_nested_records_are_checked_to_the_last_tensor():
+    # Detection heads record lists of per-level tensors, some of them lists again.
+    from mmkd.distillers.teacher import _tensors_with_index
+    record = [torch.zeros(2), [torch.zeros(1), torch.tensor([float('nan')])], {'cls': 1}]
+    found = {index: tensor for index, tensor in _tensors_with_index(record)}
+    assert list(found) == ['0', '1, 0', '1, 1']
+    assert not torch.isfinite(found['1, 1']).all()
+
+
 # ------------------------------------------------------------------ resume
 @pytest.fixture(scope='module')
 def two_epochs(tmp_path_factory, fashion_mnist_root) -> str:
@@ -85,12 +94,38 @@ def test_resume_falls_back_on_the_newest_checkpoint_that_loads(tmp_path, two_epo
     chosen, notes = resume_checkpoint(work_dir)
     assert chosen == osp.join(work_dir, 'epoch_1.pth')
     assert f'corrupt or truncated ({size} bytes)' in notes[0] and 'epoch_1.pth' in notes[-1]
-    with pytest.raises(CorruptCheckpointError, match=r'epoch_2.pth.*truncated.*that load: '
-                                                     r"\['.*epoch_1.pth'\]"):
+    with pytest.raises(CorruptCheckpointError, match=r'epoch_2.pth.*truncated.*that are '
+                                                     r"intact: \['.*epoch_1.pth'\]"):
         check_requested_checkpoint(osp.join(work_dir, 'epoch_2.pth'))
     truncate(osp.join(work_dir, 'epoch_1.pth'))
     with pytest.raises(CorruptCheckpointError, match='no checkpoint of .* can be resumed'):
         resume_checkpoint(work_dir)
+
+
+class _Payload:
+    """Pickles as a call that would create a file when unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_resume_passes_over_an_unsafe_checkpoint_and_says_so(tmp_path, two_epochs):
+    work_dir = str(tmp_path / 'run')
+    shutil.copytree(two_epochs, work_dir)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(work_dir, 'epoch_2.pth'))
+    marker = str(tmp_path / 'pwned')
+    torch.save({'state_dict': {}, 'payload': _Payload(marker)}, osp.join(work_dir, 'epoch_2.pth'))
+    chosen, notes = resume_checkpoint(work_dir)
+    assert chosen == osp.join(work_dir, 'epoch_1.pth')
+    assert 'refused as unsafe' in notes[0] and 'epoch_1.pth' in notes[-1]
+    # Asked for by name, it is refused as what it is.
+    with pytest.raises(UnsafeCheckpointError):
+        check_requested_checkpoint(osp.join(work_dir, 'epoch_2.pth'))
+    assert not osp.exists(marker), 'the pickled call ran'
 
 
 def test_a_copied_work_dir_resumes_from_its_own_files(tmp_path, two_epochs):

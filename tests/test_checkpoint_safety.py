@@ -262,3 +262,66 @@ def test_a_trusted_file_is_converted_once_and_then_loads_safely(tmp_path):
     loaded = safe_torch_load(dst)
     assert loaded['meta'] == {'epoch': 3}
     assert all(torch.equal(loaded['state_dict'][k], v) for k, v in net.state_dict().items())
+
+
+# ------------------------------------------------------------------ crafted pickles
+class _AsHistoryBuffer:
+    """Pickles as a HistoryBuffer built by NEWOBJ + BUILD (its state chosen here)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    @property
+    def __class__(self):  # what the pickler checks against the class it writes
+        return HistoryBuffer
+
+    def __hash__(self):
+        return 1
+
+    def __reduce__(self):
+        return (copyreg.__newobj__, (HistoryBuffer, ), self.state)
+
+
+class _BareDtype:
+    """Pickles as ``numpy.dtype.__new__(numpy.dtype)``: a dtype object without arguments."""
+
+    @property
+    def __class__(self):
+        return np.dtype
+
+    def __reduce__(self):
+        return (copyreg.__newobj__, (np.dtype, ))
+
+
+class _ScalarOfBareDtype:
+
+    def __reduce__(self):
+        core = getattr(np, '_core', None) or np.core
+        return (core.multiarray.scalar, (_BareDtype(), b'\x00' * 8))
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _with_attribute():
+    from collections import OrderedDict
+    state = OrderedDict(w=torch.ones(1))
+    state.payload = 'an attribute no state dict has'
+    return state
+
+
+@pytest.mark.parametrize('content, message', [
+    ({'log': {_AsHistoryBuffer({'max_length': 3}): 1}}, 'mapping key'),
+    ({'meta': _ScalarOfBareDtype()}, 'dtype'),
+    ({'meta': _nested(400)}, 'nested deeper'),
+    ({'state_dict': _with_attribute()}, "attributes \\['payload'\\]"),
+], ids=['stand-in as a key', 'dtype without arguments', 'deep nesting', 'state dict attribute'])
+def test_crafted_structures_are_refused_not_crashed_on(tmp_path, content, message):
+    path = str(tmp_path / 'crafted.pth')
+    torch.save(content, path)
+    with pytest.raises(UnsafeCheckpointError, match=message):
+        safe_torch_load(path)

@@ -34,13 +34,7 @@ DETECTION_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'detection', '**'
 DISTILL_CONFIGS = [p for p in DETECTION_CONFIGS if 'DetectionDistiller' in open(p).read()]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -288,3 +282,15 @@ def test_sigmoid_kd_loss_is_a_binary_kl_over_levels():
         SigmoidKDLoss(num_classes=5)(t[0], t[0])
     with pytest.raises(ShapeMismatchError):
         loss(t[0], t[1])
+
+
+def test_roi_records_refuse_a_resized_teacher(teachers):
+    # The student's RoIs are in its image coordinates: a teacher on resized inputs would
+    # pool its features at the wrong places.
+    family = family_of('roi-kd_faster-rcnn_r50_r18_voc0712.py')
+    teacher, checkpoint = teachers[family]
+    model = distill_model(osp.join(VOC_CONFIGS, 'roi-kd_faster-rcnn_r50_r18_voc0712.py'),
+                          tiny_detector(family), teacher, checkpoint)
+    model['teacher']['input_size'] = (96, 96)
+    with pytest.raises(DistillerConfigError, match=r'input_size=\(96, 96\).*neck / RPN'):
+        MODELS.build(Config(dict(model=model)).model)

@@ -133,12 +133,7 @@ randomness = dict(seed=0)
 '''
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def write_user_configs(folder, template: str, root: str) -> dict:

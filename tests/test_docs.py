@@ -27,7 +27,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import REPO, kd_model, runner_cfg
+from conftest import REPO, free_port, kd_model, runner_cfg
 
 PYTHON_BIN = osp.dirname(sys.executable)
 
@@ -296,7 +296,7 @@ def write_imagenet_weights(torch_home: str) -> None:
     for depth, channels, name in ((50, 2048, 'resnet50_8xb32_in1k_20210831-ea4938fc.pth'),
                                   (18, 512, 'resnet18_8xb32_in1k_20210831-fbbb1da6.pth')):
         net = PRETRAIN_MODELS.build(dict(
-            type='ImageClassifier', backbone=dict(type='ResNet', depth=depth),
+            type='ImageClassifier', _scope_='mmpretrain', backbone=dict(type='ResNet', depth=depth),
             neck=dict(type='GlobalAveragePooling'),
             head=dict(type='LinearClsHead', num_classes=1000, in_channels=channels)))
         torch.save({'state_dict': net.state_dict()}, osp.join(folder, name))
@@ -352,7 +352,7 @@ def test_guide_commands_run(guide, sandbox, tmp_path_factory, request):
         write_imagenet_weights(torch_home)
     env = dict(os.environ, PATH=PYTHON_BIN + os.pathsep + os.environ.get('PATH', ''),
                OMP_NUM_THREADS='1', TORCH_HOME=torch_home,
-               PORT=str(29500 + os.getpid() % 1000),  # tools/dist_train.sh
+               PORT=str(free_port()),  # tools/dist_train.sh
                GUIDE_TMP=str(tmp_path_factory.mktemp('guide_out')))
     env.pop('PYTHONPATH', None)
     result = subprocess.run(['bash', '-c', script], cwd=sandbox, env=env, text=True,

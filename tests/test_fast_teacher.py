@@ -31,12 +31,7 @@ from detection_voc_synthetic import VOC_CONFIGS, distill_model, tiny_detector  #
 SEG = osp.join(REPO, 'configs', 'segmentation', 'synthetic_voc')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def randomized_teacher(model: dict, path: str) -> dict:

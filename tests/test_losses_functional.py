@@ -252,8 +252,11 @@ def test_dml_loss_keeps_its_formula_and_values():
     generator = torch.Generator().manual_seed(7)
     own = torch.randn(6, 10, generator=generator)
     peers = torch.randn(2, 6, 10, generator=generator)
-    for form in ('kl', 'js'):
-        assert torch.equal(DMLLoss(tau=2.0, form=form)(own, peers), old_dml(own, peers, 2.0, form))
+    assert torch.equal(DMLLoss(tau=2.0)(own, peers), old_dml(own, peers, 2.0, 'kl'))
+    # The JS form now clamps before the log and gives the member's own term its
+    # log-probabilities (finite gradients in the tail): the same value, not the same bits.
+    torch.testing.assert_close(DMLLoss(tau=2.0, form='js')(own, peers),
+                               old_dml(own, peers, 2.0, 'js'), rtol=1e-6, atol=1e-7)
     p = F.softmax(peers.double() / 2, dim=-1)
     q = F.softmax(own.double() / 2, dim=1)
     kl = reference_kl(p, q.expand_as(p), -1).mean()
@@ -332,3 +335,12 @@ def test_forward_signatures_the_distiller_reads():
     s, t = torch.randn(4, 10), torch.randn(4, 10)
     loss = MultiTeacherKDLoss(tau=2.0, loss_weight=0.5)
     assert torch.equal(loss(s, [t]), 0.5 * loss.loss(s, [t]))
+
+
+def test_dml_js_form_keeps_finite_gradients_where_probabilities_underflow():
+    from mmkd.losses import DMLLoss
+    own = torch.tensor([[120.0, 0.0, -30.0]], requires_grad=True)
+    peer = torch.tensor([[120.0, 0.0, -30.0]])
+    loss = DMLLoss(form='js')(own, [peer])
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(own.grad).all()

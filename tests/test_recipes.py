@@ -27,22 +27,18 @@ from conftest import REPO, STUDENT_WIDTHS, TEACHER_WIDTHS, tiny_classifier
 sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
 from detection_voc_synthetic import tiny_detector  # noqa: E402
 
-RECIPES = ['cwd', 'dkd', 'fpn_mse', 'head_kd', 'kd', 'ofd', 'pixel_kd', 'pkd', 'reviewkd']
+RECIPES = ['cwd', 'dkd', 'fpn_mse', 'head_kd', 'kd', 'mgd', 'ofd', 'pixel_kd', 'pkd', 'reviewkd']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def test_the_recipes_mmkd_ships_load_and_name_their_task():
     assert list_recipes() == RECIPES
     tasks = {name: load_recipe(name).task for name in RECIPES}
     assert tasks == dict(cwd='segmentation', dkd='classification', fpn_mse='detection',
-                         head_kd='detection', kd='classification', ofd='classification',
+                         head_kd='detection', kd='classification', mgd='detection',
+                         ofd='classification',
                          pixel_kd='segmentation', pkd='detection', reviewkd='classification')
     for name in RECIPES:  # plain config files: no model, only the distillation part
         assert 'model' not in Config.fromfile(osp.join(REPO, 'configs', 'recipes', f'{name}.py'))
@@ -173,7 +169,7 @@ def test_classification_recipes_build_and_step(recipe):
 
 
 @pytest.mark.parametrize('recipe,family', [('fpn_mse', 'retinanet'), ('pkd', 'faster-rcnn'),
-                                           ('head_kd', 'retinanet')])
+                                           ('head_kd', 'retinanet'), ('mgd', 'retinanet')])
 def test_detection_recipes_give_one_loss_per_level(recipe, family):
     model = MODELS.build(dict(
         type='DetectionDistiller', recipe=recipe,
@@ -182,8 +178,12 @@ def test_detection_recipes_give_one_loss_per_level(recipe, family):
                      checkpoint=None)))
     levels = ['p3', 'p4', 'p5', 'p6', 'p7'] if family == 'retinanet' else [
         'p2', 'p3', 'p4', 'p5', 'p6']
-    prefix = dict(fpn_mse='loss_fpn', pkd='loss_pkd', head_kd='loss_cls_kd')[recipe]
+    prefix = dict(fpn_mse='loss_fpn', pkd='loss_pkd', head_kd='loss_cls_kd',
+                  mgd='loss_mgd')[recipe]
     assert list(model.distill_losses) == [f'{prefix}_{level}' for level in levels]
+    if recipe == 'mgd':  # one generation block per level, at the teacher's width
+        assert list(model.connectors) == [f'fpn_gen_{level}' for level in levels]
+        assert all(c.generation[0].in_channels == 32 for c in model.connectors.values())
     if recipe == 'head_kd':
         assert model.distill_losses['loss_cls_kd_p3'].num_classes == 20  # found in the head
         assert model.student_records['cls_p5'].call_index == 2

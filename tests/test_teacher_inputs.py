@@ -21,12 +21,7 @@ TEACHER_NORM = dict(type='mmpretrain.ClsDataPreprocessor', mean=[123.675, 116.28
                     std=[58.395, 57.12, 57.375], to_rgb=True)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def rgb_classifier(depth: int = 8, widths=(4, 4, 8, 8)) -> dict:
@@ -118,8 +113,22 @@ def test_own_preprocessing_refuses_what_would_desynchronise_the_nets():
     with pytest.raises(DistillerConfigError, match="preprocess='raw'; use one of"):
         distiller(preprocess='raw')
     model = distiller(preprocess='own').train()
-    with pytest.raises(DistillerConfigError, match='model.data_preprocessor\\(data, True\\)'):
+    with pytest.raises(DistillerConfigError, match='model.data_preprocessor\\(data, training\\)'):
         model(torch.randn(2, 3, 28, 28), None, mode='loss')
+    # Outside training too: a teacher never silently gets the student's inputs.
+    with pytest.raises(DistillerConfigError, match='no raw batch of 2 image'):
+        model.eval().distillation_inputs(torch.randn(2, 3, 28, 28))
+
+
+def test_own_preprocessing_holds_in_eval_mode_tools():
+    # vis_features.py: the preprocessor, then distillation_inputs in eval mode.
+    model = distiller(preprocess='own', data_preprocessor=TEACHER_NORM).eval()
+    raw = raw_batch(2)
+    data = model.data_preprocessor(raw, False)
+    seen = {}
+    capture(model.teacher.backbone.stem[0], seen, 'teacher_in', inputs=True)
+    model.distillation_inputs(data['inputs'], data['data_samples'])
+    torch.testing.assert_close(seen['teacher_in'], normalised(raw, TEACHER_NORM))
 
 
 # --------------------------------------------------------------------------- other zoos

@@ -38,12 +38,7 @@ SEG_CWD = osp.join(REPO, 'configs', 'segmentation', 'synthetic_voc',
                    'cwd_deeplabv3plus_r18w16-r18w8-d8_synthetic-voc-64x64.py')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def save_state(module: torch.nn.Module, path) -> str:

@@ -14,6 +14,7 @@ from .embed import EmbedConnector
 from .identity import IdentityConnector
 from .linear import LinearConnector
 from .margin_relu import MarginReLU, margin_from_bn
+from .mgd import MGDConnector
 from .review import ReviewKDConnector
 from .vid import GaussianPrediction, VIDRegressor
 
@@ -22,4 +23,4 @@ __all__ = ['ABF', 'AuxiliaryClassifier', 'BaseConnector', 'ConnectorConfigError'
            'RecordFacts', 'ReviewKDConnector', 'channels_of', 'infer_connector_config',
            'margin_from_bn',
            'GaussianPrediction', 'VIDRegressor',
-           'EmbedConnector']
+           'EmbedConnector', 'MGDConnector']

@@ -9,7 +9,6 @@ each net); the recipe's hooks join ``custom_hooks``, with
 :class:`~mmkd.engine.TeacherEvaluationHook`. The result is a complete config
 that ``tools/train.py`` runs as it is.
 """
-import copy
 from typing import List, Optional, Tuple
 
 from mmengine.config import Config
@@ -18,7 +17,15 @@ from mmkd.recorders.locate import locator_class
 
 from .builder import load_config, model_cfg_from
 from .errors import DistillerConfigError
-from .recipe import check_task, load_recipe, merge_recipe, model_class, recipe_hooks, to_plain
+from .recipe import (
+    check_task,
+    join_custom_hooks,
+    load_recipe,
+    merge_recipe,
+    model_class,
+    recipe_hooks,
+    to_plain,
+)
 
 #: The teacher's metrics once per run, as in mmkd's own configs.
 TEACHER_EVALUATION = dict(type='mmkd.TeacherEvaluationHook')
@@ -99,12 +106,10 @@ def compose_distillation(student_config: str, teacher_config: str,
                  teacher=teacher)
     model.update(merge_recipe(loaded, {}))
     cfg.model = model
-    hooks = copy.deepcopy(list(cfg.get('custom_hooks') or []))
-    present = {str(h.get('type')).split('.')[-1] for h in hooks}
-    added = [h for h in recipe_hooks(loaded, cfg) if h['type'].split('.')[-1] not in present]
-    if teacher_eval and 'TeacherEvaluationHook' not in present:
-        added.append(dict(TEACHER_EVALUATION))
-    cfg.custom_hooks = hooks + added
+    hooks = recipe_hooks(loaded, cfg)
+    if teacher_eval:
+        hooks.append(dict(TEACHER_EVALUATION))
+    join_custom_hooks(cfg, hooks)
     notes.append(f'recipe {loaded.name}: {loaded.description} ({loaded.path}).')
     return cfg, recipe, notes
 

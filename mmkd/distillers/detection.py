@@ -112,6 +112,13 @@ class DetectionDistiller(Distiller):
                     'teacher=dict(...), not teachers=dict(...).')
             teacher = self.frozen_teachers['teacher']
             self._check_roi_capable()
+            inputs = self.__dict__['_teacher_inputs'].get('teacher')
+            if inputs is not None and inputs.size is not None:
+                raise DistillerConfigError(
+                    f'records {roi_names} on the RoI head are compared on the student\'s RoIs, '
+                    'in the student\'s image coordinates, but the teacher resizes its inputs '
+                    f'(input_size={inputs.size}): its features would be pooled at the wrong '
+                    'places. Drop input_size, or distil the neck / RPN instead of the RoI head.')
             net = teacher.net
             teacher.records.add(_FEATS, ModuleOutputs(
                 'neck' if getattr(net, 'with_neck', False) else 'backbone', clone=False))

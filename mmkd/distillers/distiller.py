@@ -206,9 +206,10 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             {'teacher': teacher} if teacher is not None else dict(teachers or {}),
             self.teachers, self.data_preprocessor)
         self._raw_batch: Optional[dict] = None
+        self._dry_running = False
         if any(t.own for t in self.__dict__['_teacher_inputs'].values()):
-            # The raw batch of a training step, as it enters the data preprocessor (the
-            # model's train_step or a DDP wrapper's), for the teachers that preprocess it.
+            # The raw batch of a step, as it enters the data preprocessor (the model's
+            # train_step / val_step or a DDP wrapper's), for the teachers that preprocess it.
             self.data_preprocessor.register_forward_pre_hook(self._keep_raw_batch,
                                                              with_kwargs=True)
         self.teacher_in_checkpoint = teacher_in_checkpoint
@@ -329,6 +330,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         self._check_names()
         was_training = self.training
         self.train(False)
+        self._dry_running = True
         try:
             with torch.no_grad():
                 inputs = self._dry_input()
@@ -357,6 +359,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                 self.loss_scales = LossScales(self.distill_losses)
                 self._check_losses(resolve)
         finally:
+            self._dry_running = False
             self.train(was_training)
             self._reset_records()
 
@@ -469,11 +472,12 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             own = self.__dict__['_teacher_inputs'].get(teacher.name)
             if own is None:
                 batch = (inputs, data_samples)
-            elif own.own and self._raw_batch is None and self.training:
+            elif own.own and not self._dry_running and not self._raw_batch_matches(inputs):
                 raise DistillerConfigError(
-                    f'teacher {teacher.name!r} preprocesses the raw batch itself: preprocess '
-                    'the batch with model.data_preprocessor(data, True) right before '
-                    "forward(mode='loss'), as MMEngine's train_step does.")
+                    f'teacher {teacher.name!r} preprocesses the raw batch itself, and no raw '
+                    f'batch of {len(inputs)} image(s) came through the data preprocessor: '
+                    'preprocess the batch with model.data_preprocessor(data, training) right '
+                    "before calling the model, as MMEngine's train_step and val_step do.")
             else:
                 batch = own.prepare(inputs, data_samples, self._raw_batch)
             with teacher.norm_context(self.training):
@@ -482,10 +486,14 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         self._raw_batch = None
 
     def _keep_raw_batch(self, _module, args, kwargs) -> None:
-        data = args[0] if args else kwargs.get('data')
-        training = args[1] if len(args) > 1 else kwargs.get('training', False)
-        if training:
-            self._raw_batch = data
+        self._raw_batch = args[0] if args else kwargs.get('data')
+
+    def _raw_batch_matches(self, inputs: torch.Tensor) -> bool:
+        """A raw batch is kept and holds as many images as the preprocessed one."""
+        raw = self._raw_batch
+        if raw is None or 'inputs' not in raw:
+            return False
+        return len(raw['inputs']) == len(inputs)
 
     def preprocessor_of(self, name: str) -> nn.Module:
         """The data preprocessor through which net ``name`` sees a raw batch

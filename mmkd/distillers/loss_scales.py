@@ -67,7 +67,3 @@ class LossScales:
     def as_dict(self) -> Dict[str, float]:
         """The applied factor of every loss, and of the task losses."""
         return {name: self[name] for name in [*self.losses, TASK]}
-
-    def of(self, controller: str) -> Dict[str, float]:
-        """What ``controller`` set (a copy)."""
-        return dict(self._factors.get(controller, {}))

@@ -209,11 +209,17 @@ def add_recipe_hooks(cfg: Config) -> List[str]:
     if not isinstance(model, Mapping) or not model.get('recipe'):
         return []
     recipe = load_recipe(model['recipe'])
-    hooks = list(cfg.get('custom_hooks') or [])
-    present = {str(h.get('type')).split('.')[-1] for h in hooks}
-    added = [h for h in recipe_hooks(recipe, cfg) if h['type'].split('.')[-1] not in present]
-    cfg.custom_hooks = hooks + added
+    added = join_custom_hooks(cfg, recipe_hooks(recipe, cfg))
     return [f'recipe {recipe.name}: added {h}' for h in added]
+
+
+def join_custom_hooks(cfg: Config, hooks: List[dict]) -> List[dict]:
+    """Append to ``cfg.custom_hooks`` the ``hooks`` of a type not there yet
+    (the config's own hook of that type wins); returns the ones added."""
+    present = {str(h.get('type')).split('.')[-1] for h in cfg.get('custom_hooks') or []}
+    added = [h for h in hooks if str(h['type']).split('.')[-1] not in present]
+    cfg.custom_hooks = copy.deepcopy(list(cfg.get('custom_hooks') or [])) + added
+    return added
 
 
 # --------------------------------------------------------------------------- build time

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmkd.losses import KDLoss
-from mmkd.losses.functional import tempered_log_softmax, tempered_softmax
+from mmkd.losses.functional import class_indices, tempered_log_softmax, tempered_softmax
 from mmkd.registry import MODELS
 
 from .distiller import Distiller
@@ -248,11 +248,12 @@ class SelfDistiller(Distiller):
 
     @staticmethod
     def _gt_labels(data_samples) -> torch.Tensor:
-        if not data_samples or any(getattr(s, 'gt_label', None) is None for s in data_samples):
+        labels = class_indices(data_samples, 'SelfDistiller')
+        if labels is None:
             raise DistillerConfigError(
                 'SelfDistiller trains its auxiliary classifiers on the ground-truth labels: '
                 'every data sample needs gt_label (soft labels such as mixup are not supported).')
-        return torch.cat([s.gt_label.view(-1)[:1] for s in data_samples])
+        return labels
 
     def extra_losses(self, resolve: Resolver, data_samples) -> Dict[str, torch.Tensor]:
         """The BYOT terms of every auxiliary classifier (the cross-entropy only

@@ -102,13 +102,23 @@ class FrozenTeacher:
                 value = recorder.get()
             except RecordNotFoundError:  # not recorded in this pass
                 continue
-            for i, tensor in enumerate(value if isinstance(value, (list, tuple)) else [value]):
-                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and \
-                        not bool(torch.isfinite(tensor).all()):
+            for index, tensor in _tensors_with_index(value):
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                     bad = int((~torch.isfinite(tensor)).sum())
-                    item = f' (item {i})' if isinstance(value, (list, tuple)) else ''
+                    item = f' (item {index})' if index else ''
                     raise NonFiniteTeacherError(
                         f'teacher {self.name!r}: record {name!r}{item} of shape '
                         f'{tuple(tensor.shape)} holds {bad} NaN or infinite value(s). Check its '
                         f'checkpoint ({self.checkpoint}) and, under mixed precision, whether it '
                         'overflows in fp16 (bf16 or fp32 keep its range).')
+
+
+def _tensors_with_index(value, index: str = ''):
+    """Yield ``(index, tensor)`` for every tensor in nested lists / tuples / dicts,
+    the index written as ``'1'``, ``'1, 0'``, ``'cls'`` (empty for a bare tensor)."""
+    if isinstance(value, torch.Tensor):
+        yield index, value
+    elif isinstance(value, (list, tuple, dict)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            yield from _tensors_with_index(item, f'{index}, {key}' if index else str(key))

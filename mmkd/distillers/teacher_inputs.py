@@ -15,14 +15,19 @@ expect other inputs (another mean and std, RGB instead of BGR, another size):
 How the raw batch reaches the teachers: MMEngine's ``train_step`` (the
 model's, or a DDP wrapper's) hands it to the distiller's data preprocessor in
 training mode, then calls ``forward(mode='loss')``. When a teacher
-preprocesses by itself, a forward pre-hook on that preprocessor keeps the
-batch; :meth:`Distiller.run_teachers` gives it to each teacher's
-:class:`TeacherInputs` and lets it go. Without such a teacher no hook is
-installed and nothing changes. The build-time dry run (random inputs, no raw
-batch) feeds every teacher the dry-run input (resized with ``input_size``);
-validation and testing run the student only, and
-:class:`~mmkd.engine.TeacherEvaluationHook` evaluates a teacher through
-:meth:`Distiller.preprocessor_of`.
+preprocesses by itself, a forward pre-hook on that preprocessor keeps each
+batch that enters it (in training and in evaluation, so that tools calling
+:meth:`Distiller.distillation_inputs` in eval mode work);
+:meth:`Distiller.run_teachers` gives it to each teacher's
+:class:`TeacherInputs` and lets it go, and refuses to run such a teacher
+without a raw batch of the same size (it would silently get the student's
+inputs). Without such a teacher no hook is installed and nothing changes.
+The build-time dry run (random inputs, no raw batch) feeds every teacher the
+dry-run input (resized with ``input_size``); validation and testing run the
+student only, and :class:`~mmkd.engine.TeacherEvaluationHook` evaluates a
+teacher through :meth:`Distiller.preprocessor_of`. A
+:class:`~mmkd.distillers.DetectionDistiller` with records on the RoI head
+refuses ``input_size`` (the student's RoIs are in its own coordinates).
 """
 import copy
 from typing import Dict, Mapping, Optional, Sequence, Tuple

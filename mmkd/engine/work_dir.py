@@ -5,7 +5,8 @@ import os.path as osp
 import re
 from typing import List, Optional, Tuple
 
-from mmkd.utils import CorruptCheckpointError, safe_torch_load
+from mmkd.utils import CorruptCheckpointError, UnsafeCheckpointError, safe_torch_load
+from mmkd.utils.checkpoint import check_readable
 
 #: The file in which MMEngine names the newest checkpoint of a work dir.
 LAST_CHECKPOINT = 'last_checkpoint'
@@ -46,17 +47,28 @@ def _loads(path: str) -> Optional[str]:
     """``None`` if ``path`` loads safely, else why not."""
     try:
         safe_torch_load(path)
+    except UnsafeCheckpointError as err:
+        return f'refused as unsafe: {err}'
     except (CorruptCheckpointError, OSError) as err:
         return str(err)
     return None
+
+
+def _readable(path: str) -> bool:
+    """A cheap check (nothing unpickled) for naming alternatives in a message."""
+    try:
+        check_readable(path)
+    except (CorruptCheckpointError, OSError):
+        return False
+    return True
 
 
 def resume_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
     """The checkpoint an automatic resume (``--resume`` without a path) starts from.
 
     The one ``last_checkpoint`` names (read relative to the work dir when
-    the dir was copied); if it is corrupt, truncated or missing, the newest
-    checkpoint of the work dir that loads. Every choice that is not the
+    the dir was copied); if it is corrupt, truncated, missing or refused as
+    unsafe, the newest checkpoint of the work dir that loads. Every choice that is not the
     obvious one is explained in the returned notes.
 
     Args:
@@ -97,16 +109,19 @@ def check_requested_checkpoint(path: str) -> None:
 
     Raises:
         CorruptCheckpointError: the file is corrupt or truncated.
+        UnsafeCheckpointError: the file holds objects other than checkpoint data.
     """
     if '://' in path or not osp.isfile(path):
         return  # a URL, or a missing file: the loader says so itself
-    problem = _loads(path)
-    if problem is None:
+    try:
+        safe_torch_load(path)  # an unsafe file raises UnsafeCheckpointError as it is
         return
+    except (CorruptCheckpointError, OSError) as err:
+        problem = str(err)
     others = [c for c in checkpoints_in(osp.dirname(path) or '.')
-              if osp.abspath(c) != osp.abspath(path) and _loads(c) is None]
-    hint = (f' Checkpoints of {osp.dirname(path) or "."} that load: {others[:3]}; pass one '
-            'of them to --resume.') if others else ''
+              if osp.abspath(c) != osp.abspath(path) and _readable(c)]
+    hint = (f' Checkpoints of {osp.dirname(path) or "."} that are intact: {others[:3]}; pass '
+            'one of them to --resume.') if others else ''
     raise CorruptCheckpointError(f'cannot resume from {path}: {problem}{hint}')
 
 

@@ -10,6 +10,7 @@ from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss, ShapeMismatchError
 from .contrast_memory import NEGATIVE_MODES, ContrastMemory
+from .functional import class_indices
 
 #: The authors' epsilon in the NCE posteriors.
 NCE_EPS = 1e-7
@@ -214,9 +215,9 @@ class CRDLoss(BaseDistillLoss):
     def _learn_labels(self, indices: torch.Tensor, data_samples: Sequence) -> torch.Tensor:
         """The anchors' classes; the memory learns them from the batch when
         :class:`ContrastMemoryHook` did not give it the training set's."""
-        given = None
-        if data_samples and all(getattr(s, 'gt_label', None) is not None for s in data_samples):
-            given = torch.cat([s.gt_label.view(-1)[:1] for s in data_samples]).to(indices)
+        given = class_indices(data_samples, 'CRDLoss')
+        if given is not None:
+            given = given.to(indices)
         complete = self.memory.labels_complete
         if not complete:
             if given is None:

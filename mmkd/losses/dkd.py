@@ -6,7 +6,7 @@ import torch
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss, ShapeMismatchError
-from .functional import kl_divergence, softmax_logits, tempered_log_softmax
+from .functional import class_indices, kl_divergence, softmax_logits, tempered_log_softmax
 
 
 @MODELS.register_module()
@@ -140,17 +140,14 @@ class DKDLoss(BaseDistillLoss):
         """
         if data_samples is None:  # the build-time dry run: shapes only
             return teacher.argmax(1)
-        labels = []
-        for i, sample in enumerate(data_samples):
-            label = getattr(sample, 'gt_label', None)
-            if label is None or torch.as_tensor(label).numel() != 1:
-                raise ValueError(f'DKDLoss needs one ground-truth class per sample '
-                                 f'(DataSample.gt_label); sample {i} has {label!r}.')
-            labels.append(torch.as_tensor(label).reshape(1))
+        labels = class_indices(data_samples, 'DKDLoss')
+        if labels is None:
+            raise ValueError('DKDLoss needs one ground-truth class per sample '
+                             '(DataSample.gt_label); some data samples have none.')
         if len(labels) != teacher.shape[0]:
             raise ValueError(f'DKDLoss got {len(labels)} data samples for '
                              f'{teacher.shape[0]} logits.')
-        return torch.cat(labels).to(device=teacher.device, dtype=torch.long)
+        return labels.to(teacher.device)
 
     def extra_repr(self) -> str:
         standardized = ', logit_standardization=True' if self.logit_standardization else ''

@@ -102,8 +102,12 @@ class DMLLoss(BaseDistillLoss):
             div = _batch_mean_kl(peer_p, log_p)
         else:
             p = log_p.exp()
-            log_m = torch.log((peer_p + p) / 2).clamp_min(torch.finfo(p.dtype).min)
-            div = 0.5 * _batch_mean_kl(peer_p, log_m) + 0.5 * _batch_mean_kl(p, log_m)
+            # Clamped before the log: where both probabilities underflow to 0 the log's
+            # gradient would be 0 / 0.
+            log_m = torch.log(((peer_p + p) / 2).clamp_min(torch.finfo(p.dtype).tiny))
+            # The member's own term takes its log-probabilities: exact in the tail, and the
+            # gradient of p log p stays finite where p underflows.
+            div = 0.5 * _batch_mean_kl(peer_p, log_m) + 0.5 * _batch_mean_kl(log_p, log_m, True)
         return div.mean() * self.tau**2
 
     def _stack(self, student: torch.Tensor, teacher: TensorOrList) -> torch.Tensor:
@@ -124,7 +128,8 @@ class DMLLoss(BaseDistillLoss):
         return peers
 
 
-def _batch_mean_kl(target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+def _batch_mean_kl(target: torch.Tensor, log_q: torch.Tensor,
+                   target_is_log: bool = False) -> torch.Tensor:
     """KL(target || q) of each peer, (P, N, C) -> (P,), averaged over the batch."""
     target = target.expand(torch.broadcast_shapes(target.shape, log_q.shape))
-    return kl_divergence(target, log_q, dim=-1).mean(-1)
+    return kl_divergence(target, log_q, dim=-1, target_is_log=target_is_log).mean(-1)

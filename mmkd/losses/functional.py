@@ -9,7 +9,7 @@ the ``logit_standardization`` option of the softmax-based losses, and
 :func:`paired` turns "a tensor or a list of tensors" on each side into
 matching pairs.
 """
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -215,10 +215,18 @@ def standardize_logits(logits: torch.Tensor, eps: float = STANDARDIZATION_EPS,
         fp32 standardised logits, shape of ``logits``: mean 0 and standard
         deviation (nearly) 1 along ``dim``.
     """
-    logits = logits.float()
-    mean = logits.mean(dim, keepdim=True)
-    std = logits.std(dim, keepdim=True)
-    return (logits - mean) / (std + eps)
+    return z_score(logits.float(), dim, eps)
+
+
+def z_score(x: torch.Tensor, dim: Union[int, Sequence[int]], eps: float) -> torch.Tensor:
+    r""":math:`(x - \mu) / (\sigma + \epsilon)` with the mean :math:`\mu` and the
+    unbiased standard deviation :math:`\sigma` over ``dim`` (one dimension or
+    several): the one standardisation behind :func:`standardize_logits` (over
+    the classes) and :func:`~mmkd.losses.pkd.standardize_channels` (each
+    channel over the batch and positions)."""
+    mean = x.mean(dim, keepdim=True)
+    std = x.std(dim, keepdim=True)
+    return (x - mean) / (std + eps)
 
 
 def softmax_logits(logits: torch.Tensor, standardize: bool) -> torch.Tensor:
@@ -280,3 +288,33 @@ def paired(student: TensorOrList, teacher: TensorOrList, loss_name: str,
         raise ShapeMismatchError(loss_name, (len(students), ), (len(teachers), ),
                                  f'as many student as teacher {items}')
     return list(zip(students, teachers))
+
+
+def class_indices(data_samples: Optional[Sequence], who: str) -> Optional[torch.Tensor]:
+    """One ground-truth class per sample, ``(N, )`` long, from each data
+    sample's ``gt_label``; ``None`` when there are no samples or one has no
+    ``gt_label`` (the caller decides whether that is an error).
+
+    Args:
+        data_samples: The batch's data samples (mmpretrain ``DataSample``).
+        who: Who needs the classes, for the error message.
+
+    Raises:
+        ValueError: A sample's ``gt_label`` holds more than one class (soft or
+            multi-label targets such as Mixup's).
+    """
+    if not data_samples:
+        return None
+    labels = []
+    for i, sample in enumerate(data_samples):
+        label = getattr(sample, 'gt_label', None)
+        if label is None:
+            return None
+        label = torch.as_tensor(label)
+        if label.numel() != 1:
+            raise ValueError(f'{who} needs one ground-truth class per sample '
+                             f'(DataSample.gt_label); sample {i} has {label!r} (soft or '
+                             'multi-label targets such as Mixup\'s are not supported).')
+        labels.append(label.reshape(1))
+    return torch.cat(labels).long()
+

@@ -6,18 +6,14 @@ from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss, TensorOrList
 from .dense import RESIZE_MODES, match_sizes
-from .functional import paired
+from .functional import paired, z_score
 
 
 def standardize_channels(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     r"""Each channel of an (N, C, H, W) map to zero mean and unit standard
     deviation over the batch and positions: :math:`(x - \mu_c) / (\sigma_c + \epsilon)`,
     with the unbiased :math:`\sigma_c` of the :math:`N H W` values of channel :math:`c`."""
-    flat = feat.transpose(0, 1).reshape(feat.shape[1], -1)
-    mean = flat.mean(dim=1, keepdim=True)
-    std = flat.std(dim=1, keepdim=True)
-    return ((flat - mean) / (std + eps)).reshape(
-        feat.shape[1], feat.shape[0], *feat.shape[2:]).transpose(0, 1)
+    return z_score(feat, [d for d in range(feat.dim()) if d != 1], eps)
 
 
 @MODELS.register_module()

@@ -5,8 +5,12 @@ from typing import Any, Callable, Iterable, List, Optional
 from .base import BaseRecorder
 
 
-class _RecordsComplete(Exception):
-    """Raised from a capture callback to end a forward once every record is captured."""
+class _RecordsComplete(BaseException):
+    """Raised from a capture callback to end a forward once every record is captured.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so that a model's own
+    ``except Exception`` around part of its forward cannot swallow it and run on.
+    """
 
 
 class Recording:

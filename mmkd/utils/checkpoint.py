@@ -19,9 +19,10 @@ import io
 import os
 import os.path as osp
 import pickle
+import threading
 import zipfile
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Iterator, List, Union
+from typing import Any, BinaryIO, Iterator, List, Optional, Union
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -61,8 +62,15 @@ def _head(f: FileLike, count: int = 4) -> bytes:
     return head
 
 
-def _check_readable(f: FileLike, name: str) -> None:
-    """Refuse, before unpickling, what cannot be a torch checkpoint."""
+def check_readable(f: FileLike, name: Optional[str] = None) -> None:
+    """Refuse, before unpickling, what cannot be a torch checkpoint: an empty
+    file, a truncated or corrupt zip, a file of another kind. Cheap (nothing
+    is unpickled), so it can vet many files.
+
+    Raises:
+        CorruptCheckpointError: naming the file and what is wrong with it.
+    """
+    name = name or str(f)
     size = _size(f)
     if size == 0:
         raise CorruptCheckpointError(f'{name} is empty (0 bytes): not a checkpoint.')
@@ -136,7 +144,7 @@ def safe_torch_load(f: FileLike, map_location: Any = 'cpu') -> Any:
             message names them and how to convert a trusted file).
     """
     name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else '<file object>'
-    _check_readable(f, name)
+    check_readable(f, name)
     try:
         with torch.serialization.safe_globals(stand_in_globals()):
             loaded = _TORCH_LOAD(f, map_location=map_location, weights_only=True)
@@ -149,11 +157,19 @@ def safe_torch_load(f: FileLike, map_location: Any = 'cpu') -> Any:
         if 'PytorchStreamReader' in str(err) or 'zip archive' in str(err):
             raise CorruptCheckpointError(f'{name} is corrupt or truncated ({_size(f)} bytes): '
                                          f'{str(err).splitlines()[0]}') from err
-        raise
+        raise _refusal(f, name, UnsafeCheckpointError(
+            f'refused: unpickling failed ({str(err).splitlines()[0]})')) from None
+    except Exception as err:  # noqa: BLE001 - whatever a crafted pickle provokes is a refusal
+        raise _refusal(f, name, UnsafeCheckpointError(
+            f'refused: unpickling failed ({type(err).__name__}: {err})')) from None
     try:
         return rebuild(loaded)
     except UnsafeCheckpointError as err:
         raise _refusal(f, name, err) from None
+    except Exception as err:  # noqa: BLE001
+        raise _refusal(f, name, UnsafeCheckpointError(
+            f'refused: its content is not what MMEngine writes ({type(err).__name__}: '
+            f'{err})')) from None
 
 
 def _guarded_torch_load(f: FileLike, map_location: Any = None, *args, **kwargs) -> Any:
@@ -162,15 +178,29 @@ def _guarded_torch_load(f: FileLike, map_location: Any = None, *args, **kwargs) 
     return safe_torch_load(f, map_location)
 
 
+_GUARD_LOCK = threading.RLock()
+_guard_depth = 0
+
+
 @contextmanager
 def torch_load_is_safe() -> Iterator[None]:
-    """Inside the block, ``torch.load`` reads every file with :func:`safe_torch_load`."""
-    saved = torch.load
-    torch.load = _guarded_torch_load
+    """Inside the block, ``torch.load`` reads every file with :func:`safe_torch_load`.
+
+    Nested and concurrent blocks (threads) share one swap: the first to enter
+    installs the guard, the last to leave restores ``torch.load``.
+    """
+    global _guard_depth
+    with _GUARD_LOCK:
+        if _guard_depth == 0:
+            torch.load = _guarded_torch_load
+        _guard_depth += 1
     try:
         yield
     finally:
-        torch.load = saved
+        with _GUARD_LOCK:
+            _guard_depth -= 1
+            if _guard_depth == 0:
+                torch.load = _TORCH_LOAD
 
 
 @CheckpointLoader.register_scheme(prefixes='', force=True)

@@ -28,6 +28,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 _NUMERIC_CODE = re.compile(r'^[<>|=]?[biufc][1-9][0-9]?$')
 #: Statistics of a HistoryBuffer that exist in every process.
 _BUILTIN_STATISTICS = frozenset({'min', 'max', 'mean', 'current'})
+#: Types a mapping key (or set item) may have.
+_PLAIN_KEYS = (str, bytes, int, float, bool, type(None))
+#: Deeper nesting than any checkpoint MMEngine writes is refused (and cannot exhaust the stack).
+MAX_DEPTH = 200
 #: Keys of a HistoryBuffer's pickled state.
 _HISTORY_KEYS = frozenset({'max_length', '_log_history', '_count_history', 'statistics_methods'})
 
@@ -39,16 +43,22 @@ def _refuse(what: str) -> UnsafeCheckpointError:
 class _DType:
     """Stands for ``numpy.dtype``: numeric dtypes only."""
 
+    dtype = None  # a file can create the object without calling __init__ (NEWOBJ)
+
     def __init__(self, code: Any, align: Any = False, copy: Any = True):
         if not isinstance(code, str) or not _NUMERIC_CODE.match(code) or not isinstance(
                 align, bool) or not isinstance(copy, bool):
             raise _refuse(f'numpy dtype {code!r} (only numeric dtypes are read from a '
                           'checkpoint)')
-        self.dtype = np.dtype(code)
+        try:
+            self.dtype = np.dtype(code)
+        except TypeError as err:  # e.g. 'u3': no such size
+            raise _refuse(f'numpy dtype {code!r} ({err})') from None
 
     def __setstate__(self, state: Any) -> None:
         # (version, byte order, subarray, names, fields, itemsize, alignment, flags)
-        if not (isinstance(state, tuple) and len(state) == 8 and state[1] in '<>|='
+        if not (isinstance(state, tuple) and len(state) == 8 and self.dtype is not None
+                and isinstance(state[1], str) and state[1] in ('<', '>', '|', '=')
                 and state[2] is None and state[3] is None and state[4] is None):
             raise _refuse(f'numpy dtype state {state!r} (structured or sub-array dtypes are '
                           'not read from a checkpoint)')
@@ -57,7 +67,7 @@ class _DType:
 
 
 def _checked_dtype(value: Any) -> np.dtype:
-    if not isinstance(value, _DType):
+    if not isinstance(value, _DType) or value.dtype is None:
         raise _refuse(f'a numpy value whose dtype is a {type(value).__name__}')
     return value.dtype
 
@@ -72,8 +82,7 @@ class _NDArrayClass:
 class _Array:
     """Stands for a numpy array until :func:`rebuild` makes it one."""
 
-    def __init__(self):
-        self.value = None
+    value = None  # filled by __setstate__ only
 
     def __setstate__(self, state: Any) -> None:
         # (version, shape, dtype, Fortran order, raw bytes)
@@ -110,6 +119,8 @@ def _scalar(dtype: Any, data: Any = None) -> Any:
 
 class _HistoryBuffer:
     """Stands for MMEngine's ``HistoryBuffer``: keeps its pickled state, runs nothing."""
+
+    state = None
 
     def __init__(self, *args, **kwargs):
         raise _refuse('a checkpoint may not call HistoryBuffer(...); MMEngine pickles its '
@@ -188,6 +199,13 @@ def rebuild(obj: Any) -> Any:
             plain data MMEngine writes.
     """
     done: Dict[int, Any] = {}
+    depth = [0]
+
+    def visit_key(value: Any) -> Any:
+        if isinstance(value, _PLAIN_KEYS) or (
+                isinstance(value, tuple) and all(isinstance(v, _PLAIN_KEYS) for v in value)):
+            return value
+        raise _refuse(f'a mapping key of type {type(value).__name__}')
 
     def visit(value: Any) -> Any:
         if isinstance(value, (str, bytes, int, float, bool, type(None))):
@@ -195,6 +213,15 @@ def rebuild(obj: Any) -> Any:
         key = id(value)
         if key in done:
             return done[key]
+        depth[0] += 1
+        try:
+            if depth[0] > MAX_DEPTH:
+                raise _refuse(f'containers nested deeper than {MAX_DEPTH} levels')
+            return _visit_new(value, key)
+        finally:
+            depth[0] -= 1
+
+    def _visit_new(value: Any, key: int) -> Any:
         if isinstance(value, _Array):
             if value.value is None:
                 raise _refuse('a numpy array without data')
@@ -206,15 +233,22 @@ def rebuild(obj: Any) -> Any:
                           'or numpy value')
         elif isinstance(value, dict):
             done[key] = value
+            attributes = dict(getattr(value, '__dict__', {}))
+            if set(attributes) - {'_metadata'}:
+                raise _refuse(f'attributes {sorted(attributes)} on a {type(value).__name__}')
+            if '_metadata' in attributes:  # a state dict's versions: plain data only
+                if not isinstance(attributes['_metadata'], dict):
+                    raise _refuse('a state dict _metadata that is not a mapping')
+                value._metadata = visit(attributes['_metadata'])
             for k in list(value):
-                value[k] = visit(value[k])
+                value[visit_key(k)] = visit(value[k])
         elif isinstance(value, list):
             done[key] = value
             value[:] = [visit(v) for v in value]
         elif isinstance(value, tuple):
             done[key] = tuple(visit(v) for v in value)
         elif isinstance(value, (set, frozenset)):
-            done[key] = type(value)(visit(v) for v in value)
+            done[key] = type(value)(visit_key(v) for v in value)
         else:  # tensors, torch dtypes, devices...: what torch's unpickler allows itself
             done[key] = value
         return done[key]

@@ -127,6 +127,8 @@ ZOO: List[ZooEntry] = [
              'configs/vid/vid_resnet56_resnet8_fashionmnist.py'),
     ZooEntry('crd_resnet56_resnet8', 'CRD (Tian et al., ICLR 2020)',
              'configs/crd/crd_resnet56_resnet8_fashionmnist.py'),
+    ZooEntry('crd_kd_resnet56_resnet8', 'CRD + KD (Tian et al., ICLR 2020)',
+             'configs/crd/crd_kd_resnet56_resnet8_fashionmnist.py'),
 ]
 
 # One per method folder of the zoo: the metafile's collection (name, paper) and the entries its

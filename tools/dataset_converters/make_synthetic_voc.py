@@ -1,14 +1,8 @@
 """Write a small synthetic segmentation set in the Pascal VOC 2012 layout.
 
-Shapes of a few VOC classes (a class is a shape and a colour family) on
-textured backgrounds, with VOC's conventions: JPEG images, palette PNG
-labels in ``SegmentationClass`` (and grey-level ones in
-``SegmentationClassAug``, as the SBD conversion writes them), a band of the
-ignore label 255 along every object boundary, and split lists in
-``ImageSets/Segmentation``. mmseg's ``PascalVOCDataset`` and the
-``mmseg::_base_/datasets/pascal_voc12(_aug).py`` configs read it unchanged
-when ``data_root`` points at ``<out-dir>/VOC2012``. The tests use it, and
-so does the measured run of ``configs/segmentation/voc/README.md``.
+A few VOC classes drawn as shapes on textured backgrounds, in the layout
+mmseg's ``PascalVOCDataset`` reads: see
+:mod:`mmkd.datasets.synthetic_voc.segmentation` for what is drawn and how.
 
 Example:
     python tools/dataset_converters/make_synthetic_voc.py --out-dir data/synthetic_voc \

@@ -1,19 +1,8 @@
 """Write a small synthetic detection set in the Pascal VOC 2007 layout.
 
-Each image is a noisy, shaded background with one to three objects of
-three VOC classes, each class a shape with its own colour family:
-
-* ``car``: a wide filled rectangle, red;
-* ``dog``: a filled ellipse, green;
-* ``person``: a tall filled triangle, blue.
-
-Objects are 20 to 50 % of the shorter image side; colours, textures and
-positions vary and objects may overlap. The layout is VOC's:
-``VOC2007/JPEGImages/*.jpg``, ``VOC2007/Annotations/*.xml`` (1-based pixel
-boxes, ``difficult`` 0) and ``VOC2007/ImageSets/Main/{trainval,test}.txt``,
-so mmdet's ``VOCDataset`` and the ``mmdet::pascal_voc`` dataset settings
-read it when ``data_root`` points at the output folder. The tests of
-``configs/detection`` and the measured run of its README use it.
+Three VOC classes drawn as shapes on noisy, shaded backgrounds, in the
+layout mmdet's ``VOCDataset`` reads: see
+:mod:`mmkd.datasets.synthetic_voc.detection` for what is drawn and how.
 
 Example:
     python tools/dataset_converters/make_synthetic_voc_det.py --out-dir data/synthetic_voc_det \

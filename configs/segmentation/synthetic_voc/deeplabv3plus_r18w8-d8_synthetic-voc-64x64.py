@@ -17,20 +17,22 @@ model = dict(
                      c1_channels=4, dilations=(1, 2, 3, 4), norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=4 * width, channels=width, norm_cfg=norm_cfg))
 
-# VOC 2012's pipelines with 512 px scaled to 64 px.
+# VOC 2012's pipelines with 512 px scaled to 64 px. mmseg's own transforms carry its prefix;
+# MMCV's (LoadImageFromFile, RandomResize, Pad) are bare: MMEngine finds a prefixed name only in
+# that package's own registry, never in MMCV's under it.
 data_root = 'data/synthetic_voc/VOC2012'
 train_pipeline = [
-    dict(type='mmseg.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='mmseg.LoadAnnotations'),
-    dict(type='mmseg.RandomResize', scale=(256, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomResize', scale=(256, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='mmseg.RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='mmseg.RandomFlip', prob=0.5),
     dict(type='mmseg.PhotoMetricDistortion'),
-    dict(type='mmseg.Pad', size=crop_size),
+    dict(type='Pad', size=crop_size),
     dict(type='mmseg.PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='mmseg.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='mmseg.Resize', scale=(256, 64), keep_ratio=True),
     dict(type='mmseg.LoadAnnotations'),
     dict(type='mmseg.PackSegInputs'),
