@@ -67,9 +67,9 @@ def test_a_teacher_that_overflows_stops_the_step(tiny_teacher):
 
 def test_nested_records_are_checked_to_the_last_tensor():
     # Detection heads record lists of per-level tensors, some of them lists again.
-    from mmkd.distillers.teacher import _tensors_with_index
+    from mmkd.distillers.teacher import indexed_tensors
     record = [torch.zeros(2), [torch.zeros(1), torch.tensor([float('nan')])], {'cls': 1}]
-    found = {index: tensor for index, tensor in _tensors_with_index(record)}
+    found = {index: tensor for index, tensor in indexed_tensors(record)}
     assert list(found) == ['0', '1, 0', '1, 1']
     assert not torch.isfinite(found['1, 1']).all()
 

@@ -65,6 +65,7 @@ from mmkd.recorders import (
 
 from .errors import DistillerConfigError
 from .references import RecordRef
+from .teacher import indexed_tensors
 
 #: The fast path's settings and their defaults (chosen by measurement, docs/benchmark.md).
 FAST_PATH_DEFAULTS = dict(fold_bn=True, channels_last=True, compile=False)
@@ -187,14 +188,7 @@ class FoldPair:
 
 
 def _tensors(value) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _tensors(item)
+    return (tensor for _, tensor in indexed_tensors(value))
 
 
 def _function_name(func) -> str:

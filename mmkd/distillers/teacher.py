@@ -102,7 +102,7 @@ class FrozenTeacher:
                 value = recorder.get()
             except RecordNotFoundError:  # not recorded in this pass
                 continue
-            for index, tensor in _tensors_with_index(value):
+            for index, tensor in indexed_tensors(value):
                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                     bad = int((~torch.isfinite(tensor)).sum())
                     item = f' (item {index})' if index else ''
@@ -113,12 +113,13 @@ class FrozenTeacher:
                         'overflows in fp16 (bf16 or fp32 keep its range).')
 
 
-def _tensors_with_index(value, index: str = ''):
-    """Yield ``(index, tensor)`` for every tensor in nested lists / tuples / dicts,
-    the index written as ``'1'``, ``'1, 0'``, ``'cls'`` (empty for a bare tensor)."""
+def indexed_tensors(value, index: str = ''):
+    """Yield ``(index, tensor)`` for every tensor in nested lists / tuples /
+    mappings, in order, the index written as ``'1'``, ``'1, 0'``, ``'cls'``
+    (empty for a bare tensor). The one walk over a record's or a call's tensors."""
     if isinstance(value, torch.Tensor):
         yield index, value
-    elif isinstance(value, (list, tuple, dict)):
-        items = value.items() if isinstance(value, dict) else enumerate(value)
+    elif isinstance(value, (list, tuple, Mapping)):
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
         for key, item in items:
-            yield from _tensors_with_index(item, f'{index}, {key}' if index else str(key))
+            yield from indexed_tensors(item, f'{index}, {key}' if index else str(key))
