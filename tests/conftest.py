@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from typing import Optional
+from typing import Sequence
 
 import pytest
 
@@ -139,12 +139,20 @@ def free_port() -> int:
 
 
 def dist_train(cfg: dict, config_path: str, timeout: int = 900,
-               extra_env: Optional[dict] = None) -> subprocess.CompletedProcess:
+               python_path: Sequence[str] = ()) -> subprocess.CompletedProcess:
     """Dump ``cfg`` to ``config_path`` and train it with two CPU processes
-    through ``tools/dist_train.sh`` (gloo, one thread each)."""
+    through ``tools/dist_train.sh`` (gloo, one thread each); ``python_path``
+    goes before the inherited ``PYTHONPATH`` (test helpers a config imports)."""
     from mmengine.config import Config
     Config(cfg).dump(config_path)
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
-               OMP_NUM_THREADS='1', **(extra_env or {}))
+    paths = [*python_path, os.environ.get('PYTHONPATH', '')]
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(p for p in paths if p))
     return subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config_path, '2'],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_failure(result: subprocess.CompletedProcess) -> str:
+    """What a failed subprocess printed: the end of its output and of its errors."""
+    return (f'exit code {result.returncode}\n--- stdout (end) ---\n{result.stdout[-3000:]}'
+            f'\n--- stderr (end) ---\n{result.stderr[-8000:]}')

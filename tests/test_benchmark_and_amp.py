@@ -5,6 +5,8 @@ import importlib.util
 import json
 import os.path as osp
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -86,6 +88,13 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
     assert saved['parameters']['connectors'] == 0
     assert saved['parameters']['extra_trainable'] == 0
     assert saved['settings']['batch_size'] == 16
+
+    # The README tables are made from such files.
+    table = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'analysis',
+                                                     'summarize_overheads.py'), out],
+                           capture_output=True, text=True, check=True).stdout
+    assert f'| cfg.py | {saved["ratio"]:.2f} | {saved["ratio_per_batch_median"]:.2f} | 0 |' \
+        in table
 
 
 def test_overhead_of_a_plain_config_is_the_training_step_alone(tmp_path, fashion_mnist_root,

@@ -21,6 +21,7 @@ from conftest import (
     STUDENT_WIDTHS,
     TEACHER_WIDTHS,
     dist_train,
+    run_failure,
     runner_cfg,
     tiny_classifier,
 )
@@ -327,8 +328,8 @@ def test_two_ddp_processes_hold_the_same_memory(tmp_path, fashion_mnist_root):
     cfg['model_wrapper_cfg'] = dict(type='MMDistributedDataParallel', broadcast_buffers=False)
     (tmp_path / 'crd_probe.py').write_text(textwrap.dedent(PROBE))
     result = dist_train(cfg, str(tmp_path / 'crd_ddp.py'), timeout=600,
-                        extra_env=dict(PYTHONPATH=f'{tmp_path}:{REPO}'))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+                        python_path=[str(tmp_path)])
+    assert result.returncode == 0, run_failure(result)
     ranks = [torch.load(work / f'memory_rank{r}.pth') for r in (0, 1)]
     assert int(ranks[0]['memory.step']) == 4
     for key in ranks[0]:

@@ -18,7 +18,7 @@ from mmkd.distillers import DistillerConfigError
 from mmkd.losses import DMLLoss
 from mmkd.registry import DATASETS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
-from conftest import REPO, dist_train, runner_cfg, tiny_classifier
+from conftest import REPO, dist_train, run_failure, runner_cfg, tiny_classifier
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'model_converters'))
 from export_student import export_student  # noqa: E402
@@ -320,8 +320,8 @@ def test_distributed_cohort_one_member_per_process(tmp_path, fashion_mnist_root)
     cfg['custom_imports'] = dict(imports=['dml_probe'])
     (tmp_path / 'dml_probe.py').write_text(textwrap.dedent(PROBE))
     result = dist_train(cfg, str(tmp_path / 'dml_dist.py'), timeout=600,
-                        extra_env=dict(PYTHONPATH=f'{tmp_path}:{REPO}'))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+                        python_path=[str(tmp_path)])
+    assert result.returncode == 0, run_failure(result)
 
     held = [json.load(open(osp.join(work, f'rank{r}.json'))) for r in (0, 1)]
     assert [h['members'] for h in held] == [['a'], ['b']]

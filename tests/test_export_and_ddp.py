@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import REPO, dist_train, kd_model, runner_cfg
+from conftest import REPO, dist_train, kd_model, run_failure, runner_cfg
 
 PLAIN_STUDENT = dict(
     _scope_='mmpretrain', type='ImageClassifier',
@@ -67,7 +67,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, fashion_mnist_root, tiny_teacher):
     cfg['log_level'] = 'INFO'
     config = str(tmp_path / 'kd_ddp.py')
     result = dist_train(cfg, config, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, run_failure(result)
     assert osp.isfile(tmp_path / 'ddp' / 'epoch_1.pth')
     log = open(next(osp.join(dp, f) for dp, _, fs in os.walk(tmp_path / 'ddp') for f in fs
                     if f.endswith('.log'))).read()

@@ -27,7 +27,8 @@ from conftest import REPO, STUDENT_WIDTHS, TEACHER_WIDTHS, tiny_classifier
 sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
 from detection_voc_synthetic import tiny_detector  # noqa: E402
 
-RECIPES = ['cwd', 'dkd', 'fpn_mse', 'head_kd', 'kd', 'mgd', 'ofd', 'pixel_kd', 'pkd', 'reviewkd']
+RECIPES = ['cwd', 'dkd', 'fgd', 'fpn_mse', 'head_kd', 'kd', 'mgd', 'ofd', 'pixel_kd', 'pkd',
+           'reviewkd', 'structured_kd']
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -36,10 +37,12 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 def test_the_recipes_mmkd_ships_load_and_name_their_task():
     assert list_recipes() == RECIPES
     tasks = {name: load_recipe(name).task for name in RECIPES}
-    assert tasks == dict(cwd='segmentation', dkd='classification', fpn_mse='detection',
+    assert tasks == dict(cwd='segmentation', dkd='classification', fgd='detection',
+                         fpn_mse='detection',
                          head_kd='detection', kd='classification', mgd='detection',
                          ofd='classification',
-                         pixel_kd='segmentation', pkd='detection', reviewkd='classification')
+                         pixel_kd='segmentation', pkd='detection', reviewkd='classification',
+                         structured_kd='segmentation')
     for name in RECIPES:  # plain config files: no model, only the distillation part
         assert 'model' not in Config.fromfile(osp.join(REPO, 'configs', 'recipes', f'{name}.py'))
         assert load_recipe(name).description

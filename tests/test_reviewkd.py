@@ -12,7 +12,7 @@ from mmkd.connectors import ABF, ReviewKDConnector
 from mmkd.losses import HCLLoss, tensor_list
 from mmkd.registry import MODELS
 
-from conftest import REPO, STUDENT_WIDTHS, dist_train, runner_cfg, tiny_classifier
+from conftest import REPO, STUDENT_WIDTHS, dist_train, run_failure, runner_cfg, tiny_classifier
 
 
 def test_hcl_hand_computed_with_skipped_sizes():
@@ -191,7 +191,7 @@ def test_reviewkd_trains_with_ddp_and_warms_up(tmp_path, fashion_mnist_root, tin
                                     find_unused_parameters=False)
     cfg['log_level'] = 'INFO'
     result = dist_train(cfg, str(tmp_path / 'reviewkd_ddp.py'))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, run_failure(result)
     assert osp.isfile(work_dir / 'epoch_2.pth')
     scalars = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
     lines = [json.loads(line) for line in open(scalars[0])]

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 
 import mmkd  # noqa: F401
 from mmkd.distillers import load_config
-from mmkd.utils import register_all_modules, setup_cpu_distributed
+from mmkd.utils import finish_distributed, register_all_modules, setup_cpu_distributed
 
 
 def parse_args():
@@ -55,6 +55,7 @@ def main():
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

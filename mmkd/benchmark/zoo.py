@@ -512,7 +512,13 @@ def zoo_page(models: Dict[str, dict], collections: Dict[str, dict], png: str,
             lines.append(f'* {model["Zoo"]["Method"]}: {legs}; {s.get("device")}, '
                          f'{s.get("threads")} thread(s), batch {s.get("batch_size")}, '
                          f'{s.get("iters")} timed rounds, {s.get("precision")}.')
-    lines += ['', f'![accuracy against the overhead ratio]({osp.basename(png)})', '']
+    lines += ['', f'![accuracy against the overhead ratio]({osp.basename(png)})', '',
+              '## Detection and segmentation', '',
+              'Dense-prediction methods are measured on the Fashion-MNIST scenes (real product '
+              'photographs in VOC-format scenes, `tools/dataset_converters/make_fashion_scenes.py`'
+              '), three seeds each, with their overhead ratios: the tables are in '
+              '[configs/detection/voc/README.md](../configs/detection/voc/README.md) and '
+              '[configs/segmentation/voc/README.md](../configs/segmentation/voc/README.md).', '']
     missing = missing_commands(models)
     if missing:
         lines += ['Not measured yet (then rerun `python tools/benchmark/model_zoo.py`):', '',

@@ -109,6 +109,7 @@ class ReviewKDConnector(BaseConnector):
         residual = None
         for i in reversed(range(self.num_levels)):
             h, w = feats[i].shape[-2:]
-            size = (round(h * self.scales[i]), round(w * self.scales[i]))
+            # int(...) first: under tracing a size is a 0-d tensor, which round() refuses.
+            size = (round(int(h) * self.scales[i]), round(int(w) * self.scales[i]))
             outputs[i], residual = self.abfs[i](feats[i], residual, size)
         return outputs

@@ -52,7 +52,8 @@ class MutualLearner(DistillationModel):
     * ``'sequential'`` - the paper's Algorithm 1: member 1 is updated, the
       predictions of updated members are computed again on the same batch
       (BN on batch statistics, without moving the stored ones), then member 2 learns from
-      them, and so on. K extra forward passes without grad per step.
+      them, and so on. K - 1 extra forward passes without grad per step
+      (the last member's update is needed by no one).
     * ``'synchronous'`` - every member learns from the predictions all
       members made before any update (one forward pass each).
 

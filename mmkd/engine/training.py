@@ -23,7 +23,7 @@ from mmkd.engine.work_dir import (
     resume_checkpoint,
 )
 from mmkd.registry import RUNNERS
-from mmkd.utils import register_all_modules, setup_cpu_distributed
+from mmkd.utils import finish_distributed, register_all_modules, setup_cpu_distributed
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -111,4 +111,5 @@ def main(argv: Optional[List[str]] = None):
     for note in notes:
         runner.logger.warning(note)
     runner.train()
+    finish_distributed()
 

@@ -12,6 +12,7 @@ from .cwd import ChannelWiseDivergence
 from .dist import DISTLoss, pearson_correlation
 from .dkd import DKDLoss
 from .dml import DMLLoss
+from .fgd import FGDLoss
 from .fsp import FSPLoss, fsp_matrix
 from .functional import (
     binary_kl_divergence,
@@ -29,6 +30,7 @@ from .kd import KDLoss
 from .mse import MSELoss
 from .multi_teacher_kd import MultiTeacherKDLoss
 from .ofd import OFDLoss, partial_l2
+from .pairwise import PairWiseSimilarityLoss, node_pool_kernel, position_similarity
 from .pixel_kd import PixelWiseKDLoss
 from .pkd import PKDLoss, standardize_channels
 from .pkt import PKTLoss, cosine_affinities
@@ -46,4 +48,5 @@ __all__ = ['HCLLoss', 'hierarchical_context_loss', 'OFDLoss', 'partial_l2', 'Bas
            'standardize_logits', 'softmax_logits',
            'ATLoss', 'attention_map', 'PKTLoss', 'cosine_affinities', 'SPLoss',
            'similarity_matrix', 'VIDLoss', 'gaussian_nll', 'smoothed_kl_divergence',
-           'ContrastMemory', 'CRDLoss', 'nce_loss', 'PKDLoss', 'standardize_channels']
+           'ContrastMemory', 'CRDLoss', 'nce_loss', 'PKDLoss', 'standardize_channels',
+           'PairWiseSimilarityLoss', 'node_pool_kernel', 'position_similarity', 'FGDLoss']

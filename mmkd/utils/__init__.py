@@ -5,10 +5,10 @@ from .checkpoint import (
     safe_torch_load,
     torch_load_is_safe,
 )
-from .dist import setup_cpu_distributed
+from .dist import finish_distributed, setup_cpu_distributed
 from .setup_env import register_all_modules, register_config_scope
 from .wrappers import unwrap
 
 __all__ = ['CorruptCheckpointError', 'UnsafeCheckpointError', 'load_from_local',
            'register_all_modules', 'register_config_scope', 'safe_torch_load',
-           'setup_cpu_distributed', 'torch_load_is_safe', 'unwrap']
+           'finish_distributed', 'setup_cpu_distributed', 'torch_load_is_safe', 'unwrap']

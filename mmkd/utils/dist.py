@@ -26,3 +26,18 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def finish_distributed() -> None:
+    """End a distributed run cleanly: every process waits for the others, then the process
+    group is destroyed (its communication threads joined) before the interpreter exits.
+
+    Without it a process that finishes first tears down its sockets while a peer may still
+    be completing the last collective; gloo's transport thread then meets a closed
+    connection after the Python side has returned, and the peer aborts (SIGABRT,
+    "terminate called without an active exception") although the run succeeded. A no-op
+    outside distributed runs.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

@@ -19,7 +19,7 @@ Written by ``tools/dataset_converters/make_synthetic_voc_det.py``.
 """
 import os
 import os.path as osp
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 from xml.etree import ElementTree as ET
 
 import cv2
@@ -86,21 +86,33 @@ def make_sample(h: int, w: int, rng: np.random.Generator,
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
-def annotation_xml(filename: str, h: int, w: int, objects: List[Tuple[str, Box]]) -> str:
-    """The VOC annotation of one image (boxes written 1-based, as VOC does)."""
+def annotation_xml(filename: str, h: int, w: int, objects: List[Tuple[str, Box]],
+                   difficult: Optional[List[bool]] = None, segmented: bool = False) -> str:
+    """The VOC annotation of one image (boxes written 1-based, as VOC does).
+
+    Args:
+        filename: The image's file name.
+        h: Image height.
+        w: Image width.
+        objects: ``(class name, (x1, y1, x2, y2))`` of each object, 0-based inclusive.
+        difficult: VOC's ``difficult`` flag of each object (left out of the mAP); all 0 when
+            not given.
+        segmented: Whether the image has a label map in ``SegmentationClass``.
+    """
+    difficult = difficult or [False] * len(objects)
     root = ET.Element('annotation')
     ET.SubElement(root, 'folder').text = 'VOC2007'
     ET.SubElement(root, 'filename').text = filename
     size = ET.SubElement(root, 'size')
     for tag, value in (('width', w), ('height', h), ('depth', 3)):
         ET.SubElement(size, tag).text = str(value)
-    ET.SubElement(root, 'segmented').text = '0'
-    for name, (x1, y1, x2, y2) in objects:
+    ET.SubElement(root, 'segmented').text = str(int(segmented))
+    for (name, (x1, y1, x2, y2)), hard in zip(objects, difficult):
         obj = ET.SubElement(root, 'object')
         ET.SubElement(obj, 'name').text = name
         ET.SubElement(obj, 'pose').text = 'Unspecified'
         ET.SubElement(obj, 'truncated').text = '0'
-        ET.SubElement(obj, 'difficult').text = '0'
+        ET.SubElement(obj, 'difficult').text = str(int(hard))
         box = ET.SubElement(obj, 'bndbox')
         for tag, value in (('xmin', x1 + 1), ('ymin', y1 + 1), ('xmax', x2 + 1),
                            ('ymax', y2 + 1)):

@@ -93,16 +93,29 @@ def make_sample(h: int, w: int, rng: np.random.Generator, max_objects: int = 3):
             continue
         paint(image, mask, colour, rng, noise=22)
         label[mask] = cls
-    # VOC marks object boundaries with the ignore label.
-    edges = np.zeros((h, w), bool)
+    mark_boundaries(label)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def mark_boundaries(label: np.ndarray, ignore: int = IGNORE) -> np.ndarray:
+    """Set a 1-2 pixel band along every object's boundary to ``ignore``, in place, as VOC's
+    labels have; returns ``label``."""
+    edges = np.zeros(label.shape, bool)
+    kernel = np.ones((3, 3), np.uint8)
     for cls in np.unique(label):
-        if cls == 0:
+        if cls in (0, ignore):
             continue
         m = (label == cls).astype(np.uint8)
-        kernel = np.ones((3, 3), np.uint8)
         edges |= (cv2.dilate(m, kernel) - cv2.erode(m, kernel)).astype(bool)
-    label[edges] = IGNORE
-    return np.clip(image, 0, 255).astype(np.uint8), label
+    label[edges] = ignore
+    return label
+
+
+def save_palette_png(label: np.ndarray, path: str) -> None:
+    """A label map as VOC stores it: an 8-bit PNG with VOC's colour palette."""
+    png = Image.fromarray(label, mode='P')
+    png.putpalette(voc_palette())
+    png.save(path)
 
 
 def make_synthetic_voc(out_dir: str, num_train: int = 16, num_val: int = 8, num_aug: int = 8,
@@ -122,7 +135,6 @@ def make_synthetic_voc(out_dir: str, num_train: int = 16, num_val: int = 8, num_
                 osp.join('ImageSets', 'Segmentation')):
         os.makedirs(osp.join(root, sub), exist_ok=True)
     rng = np.random.default_rng(seed)
-    palette = voc_palette()
     splits = {'train': num_train, 'val': num_val, 'aug': num_aug}
     for split, count in splits.items():
         names = []
@@ -135,9 +147,7 @@ def make_synthetic_voc(out_dir: str, num_train: int = 16, num_val: int = 8, num_
                 Image.fromarray(label, mode='L').save(
                     osp.join(root, 'SegmentationClassAug', f'{name}.png'))
             else:
-                png = Image.fromarray(label, mode='P')
-                png.putpalette(palette)
-                png.save(osp.join(root, 'SegmentationClass', f'{name}.png'))
+                save_palette_png(label, osp.join(root, 'SegmentationClass', f'{name}.png'))
             names.append(name)
         write_image_set(osp.join(root, 'ImageSets', 'Segmentation', f'{split}.txt'), names)
     mark_prepared(root, f'{splits} size={size} seed={seed}')
