@@ -2,15 +2,7 @@
 # VOC0712. The `pkd` recipe: every FPN level P2..P6 standardised per channel, MSE / 2, one loss
 # per level, weight 6 (the authors' Faster R-CNN setting).
 # Train the teacher first: python tools/train.py mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py
-_base_ = ['./faster-rcnn_r18_fpn_1x_voc0712.py']
+_base_ = ['./fpn_faster-rcnn_r50_r18_voc0712.py']
 
-teacher_checkpoint = 'work_dirs/faster-rcnn_r50_fpn_1x_voc0712/epoch_4.pth'
-model = dict(
-    _delete_=True,
-    _scope_='mmkd',
-    type='DetectionDistiller',
-    student=dict(cfg_path='mmkd::detection/voc/faster-rcnn_r18_fpn_1x_voc0712.py'),
-    teacher=dict(cfg_path='mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py',
-                 checkpoint=teacher_checkpoint),
-    recipe='pkd')
-custom_hooks = [dict(type='mmkd.TeacherEvaluationHook')]
+# The student / teacher pair of the base config; its records and losses give way to the recipe.
+model = dict(recorders=dict(_delete_=True), losses=dict(_delete_=True), recipe='pkd')
