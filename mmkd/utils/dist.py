@@ -33,9 +33,9 @@ def finish_distributed() -> None:
     group is destroyed (its communication threads joined) before the interpreter exits.
 
     Without it a process that finishes first tears down its sockets while a peer may still
-    be completing the last collective; gloo's transport thread then meets a closed
-    connection after the Python side has returned, and the peer aborts (SIGABRT,
-    "terminate called without an active exception") although the run succeeded. A no-op
+    be completing the last collective, and the peer's gloo threads are left to the
+    interpreter's teardown (a suspected cause of a SIGABRT, "terminate called without an
+    active exception", seen once in CI at the end of successful two-process runs). A no-op
     outside distributed runs.
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
