@@ -146,8 +146,9 @@ def dist_train(cfg: dict, config_path: str, timeout: int = 900,
     from mmengine.config import Config
     Config(cfg).dump(config_path)
     paths = [*python_path, os.environ.get('PYTHONPATH', '')]
+    # A worker that crashes prints every thread's Python stack (faulthandler).
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join(p for p in paths if p))
+               PYTHONFAULTHANDLER='1', PYTHONPATH=os.pathsep.join(p for p in paths if p))
     return subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config_path, '2'],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -73,6 +74,8 @@ def test_ddp_with_two_cpu_processes(tmp_path, fashion_mnist_root, tiny_teacher):
                     if f.endswith('.log'))).read()
     assert 'loss_kd' in log
     assert 'Distributed training: True' in log
+    # The workers leave through os._exit (no finalization): the log is complete anyway.
+    assert 'The best checkpoint with' in log
 
     # tools/test.py evaluates the student and, once, the teacher.
     result = subprocess.run(
@@ -82,3 +85,30 @@ def test_ddp_with_two_cpu_processes(tmp_path, fashion_mnist_root, tiny_teacher):
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'teacher on the test set: teacher/accuracy/top1' in result.stdout
     assert 'Epoch(test)' in result.stdout and 'accuracy/top1' in result.stdout
+
+
+WORKER = """
+import logging, sys
+from mmkd.utils import exit_launched_worker
+logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
+logging.info('last words')
+print('to stdout', end='')
+exit_launched_worker(3)
+print(' and on')
+"""
+
+
+@pytest.mark.parametrize('launched', [True, False])
+def test_a_launched_worker_exits_at_once_with_its_output_flushed(tmp_path, launched):
+    env = {k: v for k, v in os.environ.items() if k not in ('LOCAL_RANK', 'TORCHELASTIC_RUN_ID')}
+    if launched:
+        env['LOCAL_RANK'] = '0'
+    log = tmp_path / 'worker.log'
+    result = subprocess.run([sys.executable, '-c', WORKER, str(log)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert 'last words' in log.read_text()
+    if launched:
+        assert (result.returncode, result.stdout) == (3, 'to stdout')
+    else:
+        assert (result.returncode, result.stdout) == (0, 'to stdout and on\n')
+

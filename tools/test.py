@@ -14,7 +14,12 @@ from mmengine.runner import Runner
 
 import mmkd  # noqa: F401
 from mmkd.distillers import load_config
-from mmkd.utils import finish_distributed, register_all_modules, setup_cpu_distributed
+from mmkd.utils import (
+    exit_launched_worker,
+    finish_distributed,
+    register_all_modules,
+    setup_cpu_distributed,
+)
 
 
 def parse_args():
@@ -60,3 +65,4 @@ def main():
 
 if __name__ == '__main__':
     main()
+    exit_launched_worker()

@@ -1,4 +1,8 @@
 """Distributed training on machines without CUDA (gloo through torchrun)."""
+import logging
+import os
+import sys
+
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
@@ -28,16 +32,35 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     return True
 
 
-def finish_distributed() -> None:
-    """End a distributed run cleanly: every process waits for the others, then the process
-    group is destroyed (its communication threads joined) before the interpreter exits.
+def finish_distributed() -> bool:
+    """End a distributed run cleanly; returns whether there was one to end.
 
-    Without it a process that finishes first tears down its sockets while a peer may still
-    be completing the last collective, and the peer's gloo threads are left to the
-    interpreter's teardown (a suspected cause of a SIGABRT, "terminate called without an
-    active exception", seen once in CI at the end of successful two-process runs). A no-op
-    outside distributed runs.
+    Every process waits for the others at a barrier, so none closes its sockets while a
+    peer is still completing the last collective; then the process group is destroyed
+    while the interpreter is fully alive. A no-op outside distributed runs.
     """
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()
-        torch_dist.destroy_process_group()
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return False
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
+    return True
+
+
+def exit_launched_worker(exit_code: int = 0) -> None:
+    """End a process that torchrun started without the interpreter's finalization.
+
+    Python 3.11 ends any thread that asks for the GIL during finalization with
+    ``pthread_exit``; a gloo or autograd thread of PyTorch's that is released then unwinds
+    through C++ frames that may not be unwound, and the process aborts ("terminate called
+    without an active exception", SIGABRT) after a run that succeeded, which torchrun
+    reports as a failed run. CI saw it at the end of successful two-process runs. All work
+    is done when this is called (the run ended with :func:`finish_distributed`), so the
+    process flushes its output and log files and leaves with ``os._exit``. Outside a
+    torchrun worker it returns and the interpreter exits as usual.
+    """
+    if 'TORCHELASTIC_RUN_ID' not in os.environ and 'LOCAL_RANK' not in os.environ:
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(exit_code)
