@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import REPO, dist_train, kd_model, run_failure, runner_cfg
+from conftest import REPO, dist_train, free_port, kd_model, run_failure, runner_cfg
 
 PLAIN_STUDENT = dict(
     _scope_='mmpretrain', type='ImageClassifier',
@@ -89,26 +89,32 @@ def test_ddp_with_two_cpu_processes(tmp_path, fashion_mnist_root, tiny_teacher):
 
 WORKER = """
 import logging, sys
-from mmkd.utils import exit_launched_worker
+import torch.distributed as dist
+from mmkd.utils import exit_after_distributed_run, finish_distributed
 logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
+if sys.argv[2] == 'distributed':
+    dist.init_process_group('gloo', init_method='tcp://127.0.0.1:' + sys.argv[3], rank=0,
+                            world_size=1)
+    finish_distributed()
 logging.info('last words')
 print('to stdout', end='')
-exit_launched_worker(3)
+exit_after_distributed_run(3)
 print(' and on')
 """
 
 
-@pytest.mark.parametrize('launched', [True, False])
-def test_a_launched_worker_exits_at_once_with_its_output_flushed(tmp_path, launched):
-    env = {k: v for k, v in os.environ.items() if k not in ('LOCAL_RANK', 'TORCHELASTIC_RUN_ID')}
-    if launched:
-        env['LOCAL_RANK'] = '0'
+@pytest.mark.parametrize('distributed', [True, False])
+def test_a_process_that_ended_a_distributed_run_exits_at_once_with_its_output_flushed(
+        tmp_path, distributed):
+    """Also under torchrun's variables: only the end of a distributed run makes it exit
+    (a script run inside pytest, which sets LOCAL_RANK, must not end pytest)."""
+    env = dict(os.environ, LOCAL_RANK='0', TORCHELASTIC_RUN_ID='x')
     log = tmp_path / 'worker.log'
-    result = subprocess.run([sys.executable, '-c', WORKER, str(log)], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert 'last words' in log.read_text()
-    if launched:
+    mode = 'distributed' if distributed else 'single'
+    result = subprocess.run([sys.executable, '-c', WORKER, str(log), mode, str(free_port())],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert 'last words' in log.read_text(), result.stderr[-2000:]
+    if distributed:
         assert (result.returncode, result.stdout) == (3, 'to stdout')
     else:
         assert (result.returncode, result.stdout) == (0, 'to stdout and on\n')
-

@@ -26,7 +26,7 @@ import mmkd  # noqa: F401  (mmkd:: configs, safe checkpoint loading)
 from mmkd.distillers.compose import compose_distillation, header
 from mmkd.distillers.recipe import list_recipes, load_recipe
 from mmkd.engine.training import main as train_main
-from mmkd.utils import exit_launched_worker, register_all_modules
+from mmkd.utils import exit_after_distributed_run, register_all_modules
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -100,4 +100,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 if __name__ == '__main__':
     main()
-    exit_launched_worker()
+    exit_after_distributed_run()

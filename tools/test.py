@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 import mmkd  # noqa: F401
 from mmkd.distillers import load_config
 from mmkd.utils import (
-    exit_launched_worker,
+    exit_after_distributed_run,
     finish_distributed,
     register_all_modules,
     setup_cpu_distributed,
@@ -65,4 +65,4 @@ def main():
 
 if __name__ == '__main__':
     main()
-    exit_launched_worker()
+    exit_after_distributed_run()

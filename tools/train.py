@@ -7,10 +7,10 @@ Example:
 """
 import mmkd  # noqa: F401  (mmkd:: configs, safe checkpoint loading)
 from mmkd.engine.training import main, merge_args, parse_args, prepare_work_dir
-from mmkd.utils import exit_launched_worker
+from mmkd.utils import exit_after_distributed_run
 
 __all__ = ['main', 'merge_args', 'parse_args', 'prepare_work_dir']
 
 if __name__ == '__main__':
     main()
-    exit_launched_worker()
+    exit_after_distributed_run()

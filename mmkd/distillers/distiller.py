@@ -22,6 +22,7 @@ from .nets import STUDENT, TEACHER, DistillationModel, Net
 from .recipe import apply_recipe, collect_levels, expand_per_level, resolve_values
 from .references import ConnectorRef, RecordRef, Reference, Resolver, describe, parse_reference
 from .teacher import FrozenTeacher
+from .teacher_cache import TeacherCache, TeacherCacheError, view_keys
 from .teacher_inputs import TeacherInputs, build_teacher_inputs
 from .wiring import (
     SAMPLES_ARG,
@@ -207,6 +208,11 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             self.teachers, self.data_preprocessor)
         self._raw_batch: Optional[dict] = None
         self._dry_running = False
+        # A store of teacher outputs by view key (attach_teacher_cache), the teachers it
+        # serves, and this step's records of those teachers read from it.
+        self.__dict__['_teacher_cache'] = None
+        self._cached_teachers: List[str] = []
+        self._cached_records: Dict[str, Dict[str, torch.Tensor]] = {}
         if any(t.own for t in self.__dict__['_teacher_inputs'].values()):
             # The raw batch of a step, as it enters the data preprocessor (the model's
             # train_step / val_step or a DDP wrapper's), for the teachers that preprocess it.
@@ -455,8 +461,8 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     # ------------------------------------------------------------------ running
     def _resolver(self) -> Resolver:
         records = self.records
-        return Resolver(record_reader(records, self.frozen_teachers), self.connectors,
-                        self.connector_inputs)
+        return Resolver(record_reader(records, self.frozen_teachers, self._cached_records),
+                        self.connectors, self.connector_inputs)
 
     def _running_teachers(self) -> List[FrozenTeacher]:
         return [t for t in self.frozen_teachers.values() if t.runs]
@@ -467,8 +473,20 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     @torch.no_grad()
     def run_teachers(self, inputs: torch.Tensor, data_samples=None) -> None:
         """Run each teacher with records (no grad) as far as its records need,
-        on its own inputs where it has them (:mod:`.teacher_inputs`)."""
+        on its own inputs where it has them (:mod:`.teacher_inputs`). In a
+        training step with a teacher cache, a cached teacher's records are read
+        from the cache where it holds the batch's views, and written to it where
+        it does not."""
+        cache = self.teacher_cache
+        keys = view_keys(data_samples) if (
+            cache is not None and self.training and not self._dry_running) else None
         for teacher in self._running_teachers():
+            cached = keys is not None and teacher.name in self._cached_teachers
+            if cached and cache.has(keys):
+                self._cached_records[teacher.name] = {
+                    record: cache.read(f'{teacher.name}.{record}', keys, inputs.device)
+                    for record in teacher.records}
+                continue
             own = self.__dict__['_teacher_inputs'].get(teacher.name)
             if own is None:
                 batch = (inputs, data_samples)
@@ -483,7 +501,74 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             with teacher.norm_context(self.training):
                 self.run_teacher(teacher, *batch)
             teacher.check_finite()
+            if cached:
+                read = record_reader(self.records, self.frozen_teachers)
+                cache.write({f'{teacher.name}.{record}': read(RecordRef(teacher.name, record))
+                             for record in teacher.records}, keys)
         self._raw_batch = None
+
+    # ------------------------------------------------------------------ teacher cache
+    @property
+    def teacher_cache(self) -> Optional[TeacherCache]:
+        """The attached teacher cache (:meth:`attach_teacher_cache`), or ``None``."""
+        return self.__dict__['_teacher_cache']
+
+    @torch.no_grad()
+    def teacher_cache_fields(self) -> Dict[str, int]:
+        """What a teacher cache of this distiller stores: ``'<teacher>.<record>'``
+        -> values per sample, for every teacher whose records are all per-sample
+        vectors (logits, embeddings). Found by running the teachers on the dry-run
+        input. A teacher with a feature-map record keeps running online.
+
+        Raises:
+            TeacherCacheError: if no teacher can be cached.
+        """
+        was_training = self.training
+        self.train(False)
+        self._dry_running = True
+        fields, kept_online = {}, {}
+        try:
+            inputs = self._dry_input()
+            self.run_teachers(inputs, self.dry_run_samples(inputs))
+            read = self._resolver()
+            for teacher in self._running_teachers():
+                shapes = {record: read(RecordRef(teacher.name, record))
+                          for record in teacher.records}
+                shapes = {record: tuple(value.shape) if isinstance(value, torch.Tensor)
+                          else type(value).__name__ for record, value in shapes.items()}
+                if all(isinstance(shape, tuple) and len(shape) == 2 for shape in shapes.values()):
+                    fields.update({f'{teacher.name}.{record}': shape[1]
+                                   for record, shape in shapes.items()})
+                else:
+                    kept_online[teacher.name] = shapes
+        finally:
+            self._dry_running = False
+            self.train(was_training)
+            self._reset_records()
+        if not fields:
+            described = '; '.join(f'{name}: {shapes}' for name, shapes in kept_online.items())
+            raise TeacherCacheError(
+                'a teacher cache stores per-sample vectors (logits, embeddings), and every '
+                f'teacher records something else ({described}); feature-map methods run their '
+                'teacher online: remove teacher_cache from the config.')
+        return fields
+
+    def fill_teacher_cache(self, inputs: torch.Tensor, data_samples) -> None:
+        """Run the teachers on a preprocessed training batch so that the cached
+        ones store their records for the batch's views (``tools/cache_teacher.py``)."""
+        was_training = self.training
+        self.train(True)
+        try:
+            self.run_teachers(inputs, data_samples)
+        finally:
+            self._reset_records()
+            self.train(was_training)
+
+    def attach_teacher_cache(self, cache: Optional[TeacherCache]) -> None:
+        """Read the records of the cache's teachers from ``cache`` (``None`` detaches)."""
+        self.__dict__['_teacher_cache'] = cache
+        self._cached_teachers = [] if cache is None else sorted(
+            {field.split('.', 1)[0] for field in cache.widths})
 
     def _keep_raw_batch(self, _module, args, kwargs) -> None:
         self._raw_batch = args[0] if args else kwargs.get('data')
@@ -574,6 +659,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     def _reset_records(self) -> None:
         for group in self.records.values():
             group.reset()  # free the records' memory until the next step
+        self._cached_records.clear()
 
     def loss(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
         """The student's own losses (times their factor) and the distillation

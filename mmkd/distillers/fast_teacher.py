@@ -779,14 +779,20 @@ def _apply_to(teacher, settings: dict, call: Optional[tuple]) -> Optional[Teache
         return None
 
 
-def record_reader(records: Mapping[str, Any], teachers: Mapping[str, Any]
+def record_reader(records: Mapping[str, Any], teachers: Mapping[str, Any],
+                  cached: Optional[Mapping[str, Mapping[str, Any]]] = None
                   ) -> Callable[[RecordRef], Any]:
     """Reads a :class:`RecordRef`; a teacher's record in the layout of the
-    plain teacher (its fast path may compute in channels-last)."""
+    plain teacher (its fast path may compute in channels-last). ``cached``
+    holds teacher name -> record -> value for the teachers whose records came
+    from a teacher cache this step (:mod:`.teacher_cache`)."""
     layouts = {name: t.fast_path.standard_layout for name, t in teachers.items()
                if getattr(t, 'fast_path', None) is not None and t.fast_path.channels_last}
+    cached = cached or {}
 
     def read(ref: RecordRef) -> Any:
+        if ref.net in cached:
+            return cached[ref.net][ref.record]
         value = records[ref.net][ref.record].get()
         layout = layouts.get(ref.net)
         return value if layout is None else layout(value)

@@ -5,12 +5,19 @@ from .cohort import (
     CohortRunner,
     is_distributed_cohort,
 )
-from .hooks import DistillLossScheduleHook, KnowledgeQuantificationHook, TeacherEvaluationHook
+from .hooks import (
+    DistillLossScheduleHook,
+    KnowledgeQuantificationHook,
+    TeacherCacheHook,
+    TeacherEvaluationHook,
+    apply_teacher_cache,
+)
 from .loops import StageConfigError, StagedTrainLoop, TrainStage
 from .optimizers import MixedPrecisionOptimWrapper, mixed_precision_cfg
 from .schedules import fit_schedule_to_epochs
 
 __all__ = ['DistillLossScheduleHook', 'TeacherEvaluationHook', 'KnowledgeQuantificationHook',
+           'TeacherCacheHook', 'apply_teacher_cache',
            'MixedPrecisionOptimWrapper',
            'mixed_precision_cfg', 'StageConfigError', 'StagedTrainLoop', 'TrainStage',
            'CohortCheckpointHook', 'CohortOptimWrapperConstructor', 'CohortRunner',

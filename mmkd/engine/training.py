@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 from mmkd.distillers import load_config
 from mmkd.distillers.recipe import add_recipe_hooks
-from mmkd.engine import fit_schedule_to_epochs, mixed_precision_cfg
+from mmkd.engine import apply_teacher_cache, fit_schedule_to_epochs, mixed_precision_cfg
 from mmkd.engine.work_dir import (
     check_requested_checkpoint,
     clear_earlier_run,
@@ -105,7 +105,7 @@ def main(argv: Optional[List[str]] = None):
     cfg = merge_args(cfg, args)
     # The schedule follows an epoch count changed by --cfg-options.
     notes = (fit_schedule_to_epochs(cfg, planned_epochs) + add_recipe_hooks(cfg)
-             + prepare_work_dir(cfg, args))
+             + apply_teacher_cache(cfg) + prepare_work_dir(cfg, args))
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     for note in notes:

@@ -32,6 +32,10 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     return True
 
 
+#: Whether this process ended a distributed run (:func:`finish_distributed`).
+_ended_distributed_run = False
+
+
 def finish_distributed() -> bool:
     """End a distributed run cleanly; returns whether there was one to end.
 
@@ -39,26 +43,29 @@ def finish_distributed() -> bool:
     peer is still completing the last collective; then the process group is destroyed
     while the interpreter is fully alive. A no-op outside distributed runs.
     """
+    global _ended_distributed_run
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return False
     torch_dist.barrier()
     torch_dist.destroy_process_group()
+    _ended_distributed_run = True
     return True
 
 
-def exit_launched_worker(exit_code: int = 0) -> None:
-    """End a process that torchrun started without the interpreter's finalization.
+def exit_after_distributed_run(exit_code: int = 0) -> None:
+    """Leave a process that ended a distributed run without the interpreter's finalization.
 
     Python 3.11 ends any thread that asks for the GIL during finalization with
     ``pthread_exit``; a gloo or autograd thread of PyTorch's that is released then unwinds
     through C++ frames that may not be unwound, and the process aborts ("terminate called
     without an active exception", SIGABRT) after a run that succeeded, which torchrun
     reports as a failed run. CI saw it at the end of successful two-process runs. All work
-    is done when this is called (the run ended with :func:`finish_distributed`), so the
-    process flushes its output and log files and leaves with ``os._exit``. Outside a
-    torchrun worker it returns and the interpreter exits as usual.
+    is done when this is called (:func:`finish_distributed` ended the run), so the process
+    flushes its output and log files and leaves with ``os._exit``. A process that ended no
+    distributed run (a single-process run, a script run inside another program) returns,
+    and its interpreter exits as usual.
     """
-    if 'TORCHELASTIC_RUN_ID' not in os.environ and 'LOCAL_RANK' not in os.environ:
+    if not _ended_distributed_run:
         return
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
