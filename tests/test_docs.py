@@ -190,7 +190,8 @@ def test_demo_writes_the_teacher_where_the_kd_config_reads_it():
 GUIDES = pages('docs/guides/*.md')
 #: A command line that runs one of these tools gets the block's ``cfg-options``.
 TOOL_COMMAND = re.compile(
-    r'(tools/(?:train\.py|test\.py|distill\.py|dist_train\.sh|dist_test\.sh)\b[^;&|#\n]*?)'
+    r'(tools/(?:train\.py|test\.py|distill\.py|cache_teacher\.py|dist_train\.sh|'
+    r'dist_test\.sh)\b[^;&|#\n]*?)'
     r'(\s*(?:;|&&|\|\||\||#|$))', re.MULTILINE)
 
 
@@ -241,7 +242,8 @@ def guide_script(guide: str) -> str:
 
     * ``<!-- test: cfg-options K=V ... -->``: appended as ``--cfg-options`` to each
       command of the block that runs ``tools/train.py``, ``tools/test.py``,
-      ``tools/distill.py`` or ``tools/dist_train.sh`` (fewer images, epochs);
+      ``tools/distill.py``, ``tools/cache_teacher.py`` or ``tools/dist_train.sh`` (fewer
+      images, epochs);
     * ``<!-- test: replace OLD NEW -->``: the block with OLD replaced (a checkpoint name
       that follows the epoch count);
     * ``<!-- test: fails-with TEXT -->``: the block must fail, printing TEXT;

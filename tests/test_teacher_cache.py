@@ -190,6 +190,38 @@ def test_the_tool_continues_an_interrupted_cache(tmp_path, fashion_mnist_root, t
     np.testing.assert_array_equal(np.load(tmp_path / 'cache' / 'teacher.logits.npy')[0], before)
 
 
+def test_with_two_teachers_the_logit_teacher_is_cached_and_the_feature_teacher_runs(
+        tmp_path, fashion_mnist_root, tiny_teacher):
+    teacher = dict(tiny_teacher['model'], checkpoint=tiny_teacher['checkpoint'])
+    logits = dict(logits=dict(type='ModuleOutputs', source='head.fc'))
+    cfg = cached_cfg(tmp_path, fashion_mnist_root, tiny_teacher, view_epochs=1, epochs=2,
+                     samples=64)
+    cfg['model'] = dict(
+        type='MultiTeacherDistiller',
+        student=kd_model(tiny_teacher)['student'],
+        teachers=dict(logit=teacher, feature=teacher),
+        student_recorders=dict(logits, feat=dict(type='ModuleOutputs',
+                                                 source='backbone.layer3')),
+        teacher_recorders=dict(logit=logits, feature=dict(
+            feat=dict(type='ModuleOutputs', source='backbone.layer3'))),
+        connectors=dict(feat_s=dict(type='ConvBNConnector', input='student.feat',
+                                    like='feature.feat')),
+        losses=dict(loss_kd=dict(type='KDLoss', student='student.logits',
+                                 teacher='logit.logits', tau=4),
+                    loss_mse=dict(type='MSELoss', student='feat_s', teacher='feature.feat')),
+        dry_run_shape=(1, 28, 28))
+    cfg['custom_hooks'] = []
+    runner = build_runner(cfg)
+    calls = {'logit': [], 'feature': []}
+    for name, net in unwrap(runner.model).teachers.items():
+        net.register_forward_pre_hook(lambda _, args, name=name: calls[name].append(len(args[0])))
+    runner.train()
+    cache = unwrap(runner.model).teacher_cache
+    assert list(cache.widths) == ['logit.logits']
+    # Epoch 1 writes view epoch 0, epoch 2 reads it; the feature teacher runs on every batch.
+    assert calls['logit'] == [2, 32, 32] and calls['feature'] == [2, 32, 32, 32, 32]
+
+
 # ----------------------------------------------------------------------------- refusals
 def test_a_cache_of_another_teacher_or_other_views_is_refused(tmp_path, fashion_mnist_root,
                                                              tiny_teacher):

@@ -601,7 +601,5 @@ def measured_ratios(root: str) -> Dict[str, float]:
 def replace_block(text: str, block: str) -> str:
     """``text`` with what lies between :data:`MARK_START` and :data:`MARK_END`
     replaced by ``block``."""
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start < 0 or end < start:
-        raise ValueError(f'the page has no {MARK_START} ... {MARK_END} block.')
-    return text[:start + len(MARK_START)] + '\n' + block + '\n' + text[end:]
+    from .zoo import replace_block as replace_marked
+    return replace_marked(text, block, marks=(MARK_START, MARK_END))

@@ -527,12 +527,15 @@ def zoo_page(models: Dict[str, dict], collections: Dict[str, dict], png: str,
     return '\n'.join(lines)
 
 
-def replace_block(text: str, block: str, where: str = 'page') -> str:
-    """``text`` with what lies between the markers replaced by ``block``."""
-    start, end = text.find(MARK_START), text.find(MARK_END)
+def replace_block(text: str, block: str, where: str = 'page',
+                  marks: Tuple[str, str] = (MARK_START, MARK_END)) -> str:
+    """``text`` with what lies between the markers (the zoo's results block by
+    default) replaced by ``block``: the one way generated figures enter a page."""
+    mark_start, mark_end = marks
+    start, end = text.find(mark_start), text.find(mark_end)
     if start < 0 or end < start:
-        raise ValueError(f'{where} has no {MARK_START} ... {MARK_END} block.')
-    return text[:start + len(MARK_START)] + '\n' + block + '\n' + text[end:]
+        raise ValueError(f'{where} has no {mark_start} ... {mark_end} block.')
+    return text[:start + len(mark_start)] + '\n' + block + '\n' + text[end:]
 
 
 def generated_block(text: str) -> Optional[str]:

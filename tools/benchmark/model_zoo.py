@@ -67,6 +67,8 @@ ZOO: List[ZooEntry] = [
              baseline=None, teacher=''),
     ZooEntry('kd_resnet56_resnet8', 'KD (Hinton et al., 2015)',
              'configs/kd/kd_resnet56_resnet8_fashionmnist.py'),
+    ZooEntry('kd_cached_resnet56_resnet8', 'KD, cached teacher (teacher-free epochs)',
+             'configs/kd/kd_resnet56_resnet8_fashionmnist_cached.py'),
     ZooEntry('kd_resnet20_resnet8', 'KD from a ResNet-20 (what make demo runs)',
              'configs/kd/kd_resnet20_resnet8_fashionmnist.py', teacher='ResNet-20'),
     ZooEntry('kd_resnet56_resnet20', 'KD to a ResNet-20',
