@@ -10,7 +10,6 @@ a cache written for another teacher, dataset, pipeline or seed is refused.
 Example:
     python tools/cache_teacher.py configs/kd/kd_resnet56_resnet8_fashionmnist_cached.py
     python tools/cache_teacher.py <config> --dir work_dirs/cache/r56 --epochs 4
-    bash: torchrun --nproc_per_node 2 tools/cache_teacher.py <config> --launcher pytorch
 """
 import argparse
 import os
