@@ -222,6 +222,30 @@ def test_with_two_teachers_the_logit_teacher_is_cached_and_the_feature_teacher_r
     assert calls['logit'] == [2, 32, 32] and calls['feature'] == [2, 32, 32, 32, 32]
 
 
+def test_the_zoo_config_sets_up_replayed_views_and_the_hook(fashion_mnist_root):
+    from mmkd.distillers import load_config
+    from mmkd.registry import DATA_SAMPLERS, DATASETS
+    cfg = load_config(osp.join(REPO, 'configs', 'kd',
+                               'kd_resnet56_resnet8_fashionmnist_cached.py'))
+    notes = apply_teacher_cache(cfg)
+    assert notes == ['teacher cache in work_dirs/teacher_cache/resnet56_fashionmnist_15k: '
+                     '4 view epoch(s) of seed 0']
+    hooks = [h for h in cfg.custom_hooks if h['type'] == 'mmkd.TeacherCacheHook']
+    assert hooks == [dict(type='mmkd.TeacherCacheHook',
+                          dir='work_dirs/teacher_cache/resnet56_fashionmnist_15k')]
+    loader = cfg.train_dataloader
+    loader.dataset.dataset.data_root = fashion_mnist_root
+    dataset = DATASETS.build(loader.dataset)
+    sampler = DATA_SAMPLERS.build(dict(loader.sampler, dataset=dataset))
+    assert isinstance(dataset, ReplayDataset) and len(dataset) == 15000
+    assert dataset.seed == 0
+    assert isinstance(sampler, ReplaySampler) and sampler.view_epochs == 4 and sampler.shuffle
+    # A misspelt entry is refused with what it takes.
+    cfg.teacher_cache = dict(dirr='x')
+    with pytest.raises(TeacherCacheError, match=r'give dir=<directory>.*unknown: \[\'dirr\'\]'):
+        apply_teacher_cache(cfg)
+
+
 # ----------------------------------------------------------------------------- refusals
 def test_a_cache_of_another_teacher_or_other_views_is_refused(tmp_path, fashion_mnist_root,
                                                              tiny_teacher):

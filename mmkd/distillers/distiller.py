@@ -208,10 +208,9 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             self.teachers, self.data_preprocessor)
         self._raw_batch: Optional[dict] = None
         self._dry_running = False
-        # A store of teacher outputs by view key (attach_teacher_cache), the teachers it
-        # serves, and this step's records of those teachers read from it.
+        # A store of teacher outputs by view key (attach_teacher_cache), and this step's
+        # records of the teachers it serves, read from it.
         self.__dict__['_teacher_cache'] = None
-        self._cached_teachers: List[str] = []
         self._cached_records: Dict[str, Dict[str, torch.Tensor]] = {}
         if any(t.own for t in self.__dict__['_teacher_inputs'].values()):
             # The raw batch of a step, as it enters the data preprocessor (the model's
@@ -481,7 +480,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
         keys = view_keys(data_samples) if (
             cache is not None and self.training and not self._dry_running) else None
         for teacher in self._running_teachers():
-            cached = keys is not None and teacher.name in self._cached_teachers
+            cached = keys is not None and teacher.name in cache.teachers
             if cached and cache.has(keys):
                 self._cached_records[teacher.name] = {
                     record: cache.read(f'{teacher.name}.{record}', keys, inputs.device)
@@ -567,8 +566,6 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     def attach_teacher_cache(self, cache: Optional[TeacherCache]) -> None:
         """Read the records of the cache's teachers from ``cache`` (``None`` detaches)."""
         self.__dict__['_teacher_cache'] = cache
-        self._cached_teachers = [] if cache is None else sorted(
-            {field.split('.', 1)[0] for field in cache.widths})
 
     def _keep_raw_batch(self, _module, args, kwargs) -> None:
         self._raw_batch = args[0] if args else kwargs.get('data')

@@ -63,6 +63,11 @@ def _rank() -> int:
     return torch_dist.get_rank() if _is_distributed() else 0
 
 
+def teachers_of(fields: Iterable[str]) -> List[str]:
+    """The teachers named by cache fields ``'<teacher>.<record>'``."""
+    return sorted({field.split('.', 1)[0] for field in fields})
+
+
 def _differences(stored: Any, wanted: Any, path: str = '') -> List[str]:
     """Where two JSON-like values differ, as ``path: stored -> wanted`` lines."""
     if isinstance(stored, dict) and isinstance(wanted, dict):
@@ -110,6 +115,11 @@ class TeacherCache:
                         for field in self.widths}
         #: Rows read and written since the counters were last taken (:meth:`take_counts`).
         self.counts = {'read': 0, 'written': 0}
+
+    @property
+    def teachers(self) -> List[str]:
+        """The names of the teachers whose records the cache holds."""
+        return teachers_of(self.widths)
 
     # ------------------------------------------------------------------ layout
     def _truncated(self, field: str) -> bool:

@@ -20,7 +20,12 @@ from mmengine.hooks import Hook
 
 from mmkd.datasets import ReplayDataset, ReplaySampler
 from mmkd.distillers.nets import TEACHER, nets_of
-from mmkd.distillers.teacher_cache import TeacherCache, TeacherCacheError, file_digest
+from mmkd.distillers.teacher_cache import (
+    TeacherCache,
+    TeacherCacheError,
+    file_digest,
+    teachers_of,
+)
 from mmkd.registry import HOOKS
 from mmkd.utils import unwrap
 
@@ -40,7 +45,7 @@ def cache_fingerprint(model, fields: Mapping[str, int], dataset: ReplayDataset,
     """What a cache's values depend on: each cached teacher's checkpoint bytes,
     architecture, records and input preprocessing, and the views (dataset,
     pipeline, view seed, view epochs)."""
-    cached = {field.split('.', 1)[0] for field in fields}
+    cached = teachers_of(fields)
     teachers = {}
     for net in nets_of(model, TEACHER):
         if net.name not in cached:
