@@ -145,12 +145,28 @@ def dist_train(cfg: dict, config_path: str, timeout: int = 900,
     goes before the inherited ``PYTHONPATH`` (test helpers a config imports)."""
     from mmengine.config import Config
     Config(cfg).dump(config_path)
-    paths = [*python_path, os.environ.get('PYTHONPATH', '')]
-    # A worker that crashes prints every thread's Python stack (faulthandler).
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
-               PYTHONFAULTHANDLER='1', PYTHONPATH=os.pathsep.join(p for p in paths if p))
     return subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config_path, '2'],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+                          cwd=REPO, env=_dist_env(python_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _dist_env(python_path: Sequence[str] = ()) -> dict:
+    """The environment of two CPU worker processes: a free port, one thread
+    each, and every thread's Python stack printed if a worker crashes."""
+    paths = [*python_path, os.environ.get('PYTHONPATH', '')]
+    return dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
+                PYTHONFAULTHANDLER='1', PYTHONPATH=os.pathsep.join(p for p in paths if p))
+
+
+def dist_run(tool: str, args: Sequence[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``tools/<tool>`` with ``args`` in two CPU processes under torchrun
+    (``--launcher pytorch`` added)."""
+    env = _dist_env()
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+               f'--master_port={env["PORT"]}', osp.join(REPO, 'tools', tool), *args,
+               '--launcher', 'pytorch']
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def run_failure(result: subprocess.CompletedProcess) -> str:

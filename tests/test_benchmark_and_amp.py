@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os.path as osp
 import re
+import shutil
 import subprocess
 import sys
 
@@ -95,6 +96,22 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
                            capture_output=True, text=True, check=True).stdout
     assert f'| cfg.py | {saved["ratio"]:.2f} | {saved["ratio_per_batch_median"]:.2f} | 0 |' \
         in table
+    # ... and the fast path's tables: runs as columns, each leg against its reference.
+    for run in (1, 2):
+        shutil.copy(out, tmp_path / f'kd_run{run}.json')
+    page = tmp_path / 'page.md'
+    page.write_text('before\n<!-- fast-path:start -->\nold\n<!-- fast-path:end -->\nafter\n')
+    subprocess.run([sys.executable, osp.join(REPO, 'tools', 'analysis', 'summarize_overheads.py'),
+                    '--references', str(tmp_path / 'kd_run1.json'),
+                    str(tmp_path / 'kd_run2.json'), '--out', str(page)], check=True,
+                   capture_output=True)
+    written = page.read_text()
+    teacher = next(r for r in saved['references'] if r['reference'] == 'plain:teacher')
+    low, high = teacher['ratio_per_batch_iqr']
+    expected = (f'{teacher["ratio"]:.2f} ({teacher["ratio_per_batch_median"]:.2f}, '
+                f'{low:.2f}-{high:.2f})')
+    assert f'| kd | {expected} | {expected} |' in written
+    assert 'old' not in written and written.startswith('before') and 'after' in written
 
 
 def test_overhead_of_a_plain_config_is_the_training_step_alone(tmp_path, fashion_mnist_root,

@@ -18,7 +18,10 @@ from mmkd.distillers.fast_teacher import (
     contiguous_only_modules,
     fast_path_settings,
     folded_convs,
+    part_forwards,
     plain_copy,
+    replace_parts,
+    restore_parts,
 )
 from mmkd.distillers.norm_mode import batch_statistics
 from mmkd.registry import MODELS
@@ -256,7 +259,7 @@ def test_compiled_parts_are_record_free_and_yield_to_new_hooks(tiny_teacher):
     assert path.compiled == ['backbone']  # the head holds the logits record
     x = torch.randn(4, 1, 28, 28)
     assert_same_records(records_of(compiled, x), records_of(plain, x))
-    assert path.compile_seconds > 0
+    assert path.build_seconds > 0
 
     calls = []
     handle = compiled.teacher.backbone.layer2.register_forward_hook(lambda *a: calls.append(1))
@@ -272,11 +275,73 @@ def test_compiled_parts_are_record_free_and_yield_to_new_hooks(tiny_teacher):
     assert 'forward' not in plain_copy(compiled.teacher).backbone.__dict__
 
 
+def assert_graph_ran(part: nn.Module, inputs: torch.Tensor) -> None:
+    """``part`` ran a frozen graph on a batch of ``inputs``' shape."""
+    forward = part.__dict__['forward']
+    assert forward.failed is None and forward.graphs
+    assert any(graph is not None and key[0][0] == tuple(inputs.shape)
+               for key, graph in forward.chosen.items())
+
+
+def test_the_frozen_backbone_is_exact_checked_per_shape_and_rebuilt_after_a_load(
+        tiny_teacher, tmp_path):
+    fast, plain = both(kd_model(tiny_teacher))
+    path = fast.frozen_teachers['teacher'].fast_path
+    assert path.frozen == ['backbone'] and 'frozen inference graphs' in path.describe()
+    forward = fast.teacher.backbone.__dict__['forward']
+    x = torch.randn(8, 1, 28, 28) * 2 + 0.5
+    assert assert_same_records(records_of(fast, x), records_of(plain, x)) < 1e-5
+    assert_graph_ran(fast.teacher.backbone, x)
+    graph = forward.graphs[0]
+
+    # Another batch size: checked against the eager part, then the same graph serves it.
+    y = torch.randn(3, 1, 28, 28)
+    assert_same_records(records_of(fast, y), records_of(plain, y))
+    assert len(forward.chosen) == 2 and forward.graphs == [graph]
+
+    # New weights (a load): the graphs are dropped and built again from them.
+    other = randomized_teacher(tiny_teacher['model'], str(tmp_path / 'other.pth'))
+    state = torch.load(other['checkpoint'], weights_only=True)['state_dict']
+    for model in (fast, plain):
+        model.teacher.load_state_dict(state)
+    assert_same_records(records_of(fast, x), records_of(plain, x))
+    assert forward.graphs and forward.graphs[0] is not graph
+
+    # Gradients through the teacher's input: the eager part (a graph would drop them).
+    with torch.enable_grad():
+        out = fast.teacher.backbone(x.clone().requires_grad_())
+    assert out[-1].requires_grad
+
+
+def test_a_part_whose_trace_may_not_generalise_runs_eagerly():
+    class Branchy(nn.Module):  # control flow that depends on values
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 1))
+
+        def forward(self, x):
+            y = self.body[0](x)
+            return self.body[1](y) if bool(y.mean() > 0) else -y
+
+    net = nn.Sequential(Branchy()).eval().requires_grad_(False)
+    replace_parts(net, ['0'], 'freeze', {})
+    forward = part_forwards(net)[0]
+    with torch.no_grad():
+        for sign in (1, -1, 1):
+            x = sign * (torch.rand(2, 2, 5, 5) + 1)
+            torch.testing.assert_close(net(x), Branchy.forward(net[0], x))
+    assert 'may not generalise' in forward.failed and not forward.graphs
+    restore_parts(net)
+    assert not part_forwards(net) and 'forward' not in net[0].__dict__
+
+
 def test_settings_are_checked():
-    assert fast_path_settings(True) == dict(fold_bn=True, channels_last=True, compile=False)
+    assert fast_path_settings(True) == dict(fold_bn=True, channels_last=True, freeze=True,
+                                            compile=False)
     assert not any(fast_path_settings(False).values())
     assert fast_path_settings(dict(channels_last=False))['fold_bn'] is True
-    for bad in (dict(fold=True), dict(compile='yes'), 'fast'):
+    for bad in (dict(fold=True), dict(compile='yes'), dict(freeze=1), 'fast'):
         with pytest.raises(DistillerConfigError, match='teacher_fast_path'):
             fast_path_settings(bad)
 
@@ -293,10 +358,12 @@ def test_a_retinanet_teacher_gives_the_plain_teachers_fpn_and_head_records(tmp_p
     path = fast.frozen_teachers['teacher'].fast_path
     assert path.channels_last and len(path.pairs) == sum(
         isinstance(m, _BatchNorm) for m in fast.teacher.modules())
+    assert path.frozen == ['backbone']  # the FPN and the head hold records
     x = torch.randn(2, 3, 96, 96)
     samples = fast.dry_run_samples(x)
     worst = assert_same_records(records_of(fast, x, samples), records_of(plain, x, samples))
     assert worst < 1e-5
+    assert_graph_ran(fast.teacher.backbone, x)
 
     # A training step through the FPN MSE losses on channels-last records.
     mse = distill_model(osp.join(VOC_CONFIGS, 'fpn_retinanet_r50_r18_voc0712.py'),
@@ -329,6 +396,8 @@ def test_a_two_stage_teacher_folds_and_stays_contiguous_for_roi_align(tmp_path):
     x = torch.randn(2, 3, 96, 96)
     samples = fast.dry_run_samples(x)
     assert_same_records(records_of(fast, x, samples), records_of(plain, x, samples))
+    assert path.frozen == ['backbone']
+    assert_graph_ran(fast.teacher.backbone, x)
 
 
 # ------------------------------------------------------------------------ segmentation

@@ -18,7 +18,7 @@ from mmkd.distillers.teacher_cache import TeacherCache, TeacherCacheError, view_
 from mmkd.engine import apply_teacher_cache
 from mmkd.utils import unwrap
 
-from conftest import REPO, dist_train, kd_model, run_failure, runner_cfg
+from conftest import REPO, dist_run, dist_train, kd_model, run_failure, runner_cfg
 
 sys.path.insert(0, osp.join(REPO, 'tools'))
 import cache_teacher  # noqa: E402
@@ -321,3 +321,25 @@ def test_two_processes_write_their_own_samples_of_one_cache(tmp_path, fashion_mn
     # Rank 0 logs its own half of the 128 samples, computed in both epochs.
     assert result.stdout.count('teacher cache: 0 sample(s) read, 64 computed by the teacher '
                                'and stored') == 2
+
+
+def test_the_tool_writes_one_cache_from_two_processes(tmp_path, fashion_mnist_root,
+                                                     tiny_teacher):
+    cfg = cached_cfg(tmp_path, fashion_mnist_root, tiny_teacher, view_epochs=2)
+    cfg['custom_hooks'] = []
+    cfg['log_level'] = 'INFO'
+    path = str(tmp_path / 'cached.py')
+    Config(cfg).dump(path)
+    result = dist_run('cache_teacher.py', [path, '--work-dir', str(tmp_path / 'ddp')],
+                      timeout=600)
+    assert result.returncode == 0, run_failure(result)
+    written = np.load(tmp_path / 'cache' / 'written.npy')
+    assert written.shape == (2, 128) and written.all()
+    # Rank 0 logs its own half: 64 samples in each of the two view epochs.
+    assert 'stored 128 sample view(s)' in result.stdout, run_failure(result)
+    # The same rows as one process writes (float16 storage; other batches per process).
+    single = dict(cfg, teacher_cache=dict(cfg['teacher_cache'], dir=str(tmp_path / 'single')))
+    write_with_tool(tmp_path, single)
+    np.testing.assert_allclose(np.load(tmp_path / 'cache' / 'teacher.logits.npy'),
+                               np.load(tmp_path / 'single' / 'teacher.logits.npy'),
+                               rtol=2e-3, atol=2e-3)

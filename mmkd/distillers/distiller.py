@@ -148,8 +148,9 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             mode.
         teacher_fast_path: The teachers' exact fast path
             (:mod:`mmkd.distillers.fast_teacher`): ``True`` (default: BN
-            folded into convs, channels-last), ``False``, or
-            ``dict(fold_bn=..., channels_last=..., compile=...)``.
+            folded into convs, channels-last, the record-free backbone as a
+            frozen inference graph), ``False``, or
+            ``dict(fold_bn=..., channels_last=..., freeze=..., compile=...)``.
         dry_run_shape: (C, H, W) of the dry-run input; channels default to
             the student's first conv, size to 64 x 64.
         recipe: A recipe (``'kd'``, ``'mmkd::recipes/kd.py'`` or a file):

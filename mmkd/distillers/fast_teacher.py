@@ -23,16 +23,34 @@ more cheaply without changing what it computes (up to float32 round-off):
   weights, and get their inputs, in channels-last memory format. Their
   records are read in the usual (contiguous) layout: a loss sees the same
   tensors as without the fast path.
+* **Frozen inference graphs** (``freeze``): a largest part of the teacher
+  that holds no record and at least half of its convolutions (e.g. the
+  backbone, when the logits or the FPN are distilled) runs as a TorchScript
+  graph traced on its inputs, frozen and optimised for inference
+  (``torch.jit.freeze``, ``torch.jit.optimize_for_inference``: on CPUs,
+  oneDNN convolutions with prepacked weights on blocked tensors). Every new
+  input signature is first run both ways and the graph's output compared
+  with the eager part's; graphs are dropped when a weight changes. The part
+  runs eagerly in training mode, with gradients, under autocast, on
+  non-finite inputs (oneDNN's ReLU maps NaN to 0, which would hide them
+  from the distiller's check of the records; for the same reason a float32
+  overflow inside a frozen part, which needs activations beyond 3e38, may
+  reach the records as finite values), when a hook sits inside it,
+  and for good where the trace fails or warns that it may not generalise
+  (control flow on values). Smaller parts stay eager:
+  each graph's entry and exit convert the memory layout, which cost more
+  than the graph gained on single stages (``docs/benchmark.md``).
+  TorchScript is deprecated in PyTorch 2; without it, this setting does
+  nothing.
 * **torch.compile** (``compile``, off by default): every largest part of
-  the teacher that holds no record (e.g. the backbone, when the logits are
-  distilled) is compiled; the part falls back to eager execution whenever a
-  hook is added inside it. The compile time is logged after the teacher's
-  first call.
+  the teacher that holds no record is compiled instead (no freezing); the
+  part falls back to eager execution whenever a hook is added inside it.
 
-The distiller applies the fast path once its records are located and its
-dry run made (:func:`accelerate_teachers`), then runs the dry run again and
-compares every teacher record with the unmodified teacher's: a teacher whose
-records differ keeps no fast path (with a warning). ``torch.inference_mode``
+The build time of compiled or frozen parts is logged after their first
+calls. The distiller applies the fast path once its records are located and
+its dry run made (:func:`accelerate_teachers`), then runs the dry run again
+and compares every teacher record with the unmodified teacher's: a teacher
+whose records differ keeps no fast path (with a warning). ``torch.inference_mode``
 is not used: on the CPUs measured it gave no measurable gain over
 ``no_grad``, and its tensors cannot be saved for backward, which losses that
 multiply a student tensor by a teacher record would do.
@@ -40,9 +58,12 @@ multiply a student tensor by a teacher record would do.
 Example (config)::
 
     model = dict(type='SingleTeacherDistiller', ...,
-                 teacher_fast_path=dict(fold_bn=True, channels_last=True, compile=False))
+                 teacher_fast_path=dict(fold_bn=True, channels_last=True, freeze=True,
+                                        compile=False))
 """
 import copy
+import itertools
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -68,7 +89,13 @@ from .references import RecordRef
 from .teacher import indexed_tensors
 
 #: The fast path's settings and their defaults (chosen by measurement, docs/benchmark.md).
-FAST_PATH_DEFAULTS = dict(fold_bn=True, channels_last=True, compile=False)
+FAST_PATH_DEFAULTS = dict(fold_bn=True, channels_last=True, freeze=True, compile=False)
+#: Input signatures for which a frozen part checks (or builds) a graph; later ones run eagerly.
+FROZEN_SIGNATURES = 8
+#: Share of the teacher's convolutions a part needs to be frozen: a graph's entry and exit
+#: convert the memory layout, which costs more than the graph gains on a few layers
+#: (docs/benchmark.md).
+FROZEN_MIN_SHARE = 0.5
 #: Relative tolerance of the build-time check of the records against the plain teacher's.
 CHECK_RTOL = 1e-3
 
@@ -93,16 +120,16 @@ def fast_path_settings(value: Union[bool, None, Mapping]) -> Dict[str, Any]:
     Args:
         value: ``True``/``None`` (the defaults, :data:`FAST_PATH_DEFAULTS`),
             ``False`` (off), or a dict overriding some of ``fold_bn``,
-            ``channels_last`` (bools) and ``compile`` (a bool, or a dict of
+            ``channels_last``, ``freeze`` (bools) and ``compile`` (a bool, or a dict of
             ``torch.compile`` keyword arguments, e.g. ``dict(mode='max-autotune')``).
 
     Returns:
-        A dict with the three keys.
+        A dict with the four keys.
     """
     if value is None or value is True:
         return dict(FAST_PATH_DEFAULTS)
     if value is False:
-        return dict(fold_bn=False, channels_last=False, compile=False)
+        return dict(fold_bn=False, channels_last=False, freeze=False, compile=False)
     if not isinstance(value, Mapping):
         raise DistillerConfigError(f'teacher_fast_path must be True, False or a dict of '
                                    f'{sorted(FAST_PATH_DEFAULTS)}; got {value!r}.')
@@ -111,7 +138,7 @@ def fast_path_settings(value: Union[bool, None, Mapping]) -> Dict[str, Any]:
         raise DistillerConfigError(f'teacher_fast_path: unknown key(s) {unknown}; the keys are '
                                    f'{sorted(FAST_PATH_DEFAULTS)}.')
     settings = {**FAST_PATH_DEFAULTS, **dict(value)}
-    for key in ('fold_bn', 'channels_last'):
+    for key in ('fold_bn', 'channels_last', 'freeze'):
         if not isinstance(settings[key], bool):
             raise DistillerConfigError(f'teacher_fast_path.{key} must be True or False; got '
                                        f'{settings[key]!r}.')
@@ -389,51 +416,213 @@ def unfold(net: nn.Module) -> None:
                 module._buffers.pop(name, None)
 
 
-# ---------------------------------------------------------------------------- compile
+# ---------------------------------------------------------------------------- record-free parts
 def _hooks_inside(modules: List[nn.Module]) -> bool:
     if module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-class _CompiledForward:
-    """``forward`` of a record-free part, compiled on its first call; eager
-    whenever a hook sits inside the part (a compiled graph would ignore it)."""
+class _PartForward:
+    """``forward`` of a record-free part of the teacher, run by a faster
+    implementation (:class:`_CompiledForward`, :class:`_FrozenForward`) and
+    eagerly whenever a hook sits inside the part (a graph would ignore it)."""
 
-    def __init__(self, module: nn.Module, options: dict, report: 'TeacherFastPath'):
+    def __init__(self, module: nn.Module, options: dict, report: Optional['TeacherFastPath']):
         self.module = module
         self.options = options
         self.report = report
-        self.compiled = None
         self.inside: Optional[List[nn.Module]] = None  # found on the first call
 
+    def eager(self, *args, **kwargs):
+        return type(self.module).forward(self.module, *args, **kwargs)
+
     def __call__(self, *args, **kwargs):
-        eager = type(self.module).forward
-        if self.inside is None:
+        if self.inside is None:  # hooks on the part itself run outside its forward
             self.inside = [m for m in self.module.modules() if m is not self.module]
         if _hooks_inside(self.inside):
-            return eager(self.module, *args, **kwargs)
+            return self.eager(*args, **kwargs)
+        return self.fast(args, kwargs)
+
+    def fast(self, args: tuple, kwargs: dict):
+        raise NotImplementedError
+
+    @property
+    def ready(self) -> bool:
+        """Whether the part has run its fast implementation at least once."""
+        raise NotImplementedError
+
+    def __deepcopy__(self, memo) -> '_PartForward':  # a copy builds its own
+        return type(self)(memo.get(id(self.module), self.module), self.options, None)
+
+
+class _CompiledForward(_PartForward):
+    """A part compiled with ``torch.compile`` on its first call."""
+
+    compiled = None
+
+    @property
+    def ready(self) -> bool:
+        return self.compiled is not None
+
+    def fast(self, args: tuple, kwargs: dict):
         if self.compiled is not None:
             return self.compiled(*args, **kwargs)
         start = time.perf_counter()
-        self.compiled = torch.compile(eager.__get__(self.module), **self.options)
+        self.compiled = torch.compile(type(self.module).forward.__get__(self.module),
+                                      **self.options)
         out = self.compiled(*args, **kwargs)
         if self.report is not None:
-            self.report.compile_seconds += time.perf_counter() - start
+            self.report.build_seconds += time.perf_counter() - start
         return out
 
-    def __deepcopy__(self, memo) -> '_CompiledForward':  # a copy compiles its own
-        return _CompiledForward(memo.get(id(self.module), self.module), self.options, None)
+
+def _signature(args: tuple) -> tuple:
+    return tuple((tuple(a.shape), a.dtype, a.device, a.is_contiguous()) for a in args)
 
 
-def record_free_parts(net: nn.Module, recorded: List[nn.Module]) -> List[str]:
-    """Paths of the largest submodules of ``net`` that hold no recorded module
-    and have parameters (the root itself excluded)."""
+def _autocast_on(device: torch.device) -> bool:
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # pragma: no cover  (torch < 2.4)
+        return torch.is_autocast_enabled()
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def _weights_state(module: nn.Module) -> tuple:
+    """What a frozen graph baked in: every parameter's and buffer's storage
+    and version (a load, a device move or an in-place update changes it)."""
+    return tuple((t.data_ptr(), t._version, t.requires_grad)
+                 for t in itertools.chain(module.parameters(), module.buffers()))
+
+
+class _FrozenForward(_PartForward):
+    """A part run as a frozen TorchScript inference graph.
+
+    The part is traced on its first eval-mode call without gradients,
+    frozen and optimised for inference (``torch.jit.freeze``,
+    ``torch.jit.optimize_for_inference``: on CPUs, oneDNN convolutions with
+    prepacked weights on blocked tensors). Every new input signature
+    (shapes, dtypes, devices, layout) is first run both ways and its graph's
+    output compared with the eager output; a signature where no graph agrees
+    gets a graph traced on it. The part runs eagerly in training mode, with
+    gradients, under autocast, inside an outer trace or compilation (e.g.
+    the FLOP count's), for arguments that are not all finite tensors, after
+    :data:`FROZEN_SIGNATURES` signatures, and for good if tracing fails or
+    warns that the trace may not generalise (value-dependent control flow).
+    The graphs are dropped when a weight changes (a load, a device move).
+    """
+
+    def __init__(self, module: nn.Module, options: dict, report: Optional['TeacherFastPath']):
+        super().__init__(module, options, report)
+        self.graphs: List[Any] = []
+        self.chosen: Dict[tuple, Optional[Any]] = {}  # signature -> graph (None: eager)
+        self.weights: Optional[tuple] = None
+        self.failed: Optional[str] = None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.graphs) or self.failed is not None
+
+    def _graph_may_run(self, args: tuple, kwargs: dict) -> bool:
+        """Whether a graph could compute this call: finite tensor arguments
+        without gradients (oneDNN's ReLU maps NaN to 0: a graph would hide a
+        non-finite input), no autocast, every module in eval mode, no failed
+        trace."""
+        if torch.jit.is_tracing() or _compiling():  # an outer trace sees the eager part
+            return False
+        return self.failed is None and not kwargs and bool(args) and \
+            all(isinstance(a, torch.Tensor) and not a.requires_grad for a in args) and \
+            not _autocast_on(args[0].device) and not any(m.training for m in self.inside) \
+            and all(bool(torch.isfinite(a).all()) for a in args)
+
+    def fast(self, args: tuple, kwargs: dict):
+        if not self._graph_may_run(args, kwargs):
+            return self.eager(*args, **kwargs)
+        weights = _weights_state(self.module)
+        if weights != self.weights:
+            self.graphs, self.chosen, self.weights = [], {}, weights
+        if any(requires_grad for *_, requires_grad in weights):
+            return self.eager(*args)  # a trainable part: its graph would drop the gradients
+        signature = _signature(args)
+        if signature in self.chosen:
+            graph = self.chosen[signature]
+            return self.eager(*args) if graph is None else graph(*args)
+        if len(self.chosen) >= FROZEN_SIGNATURES:
+            return self.eager(*args)
+        return self._first_call(signature, args)
+
+    def _first_call(self, signature: tuple, args: tuple):
+        """Run a new signature eagerly and find (or build) a graph that agrees;
+        return the graph's output (every call of a signature with a graph
+        gives the graph's values: a resumed run repeats an uninterrupted one)."""
+        start = time.perf_counter()
+        expected = self.eager(*args)
+        for graph in self.graphs:
+            out = graph(*args)
+            if _difference(expected, out) is None:
+                self.chosen[signature] = graph
+                return out
+        graph = None
+        try:
+            graph = self._build(args)
+            out = graph(*args)
+            why = _difference(expected, out)
+        except Exception as err:  # noqa: BLE001  (a part that cannot be traced runs eagerly)
+            why = f'{type(err).__name__}: {err}'.splitlines()[0]
+            self.failed = why
+        if why is None:
+            self.graphs.append(graph)
+            self.chosen[signature] = graph
+            expected = out
+        else:
+            self.chosen[signature] = None
+            print_log(f'{type(self.module).__name__} (a record-free part of a teacher) runs '
+                      f'eagerly on inputs {[s[0] for s in signature]}: {why}',
+                      logger=MMLogger.get_current_instance())
+        if self.report is not None:
+            self.report.build_seconds += time.perf_counter() - start
+        return expected
+
+    def _build(self, args: tuple):
+        wrapper = self.module.__dict__.pop('forward', None)  # the trace runs the part's own
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always')
+                traced = torch.jit.trace(self.module, args, check_trace=False)
+                graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        finally:
+            if wrapper is not None:
+                self.module.__dict__['forward'] = wrapper
+        doubts = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+        if doubts:
+            raise RuntimeError(f'the trace may not generalise ({doubts[0].message})')
+        return graph
+
+
+_PART_FORWARDS = dict(compile=_CompiledForward, freeze=_FrozenForward)
+
+
+def _convolutions(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
+def record_free_parts(net: nn.Module, recorded: List[nn.Module],
+                      min_convs: int = 0) -> List[str]:
+    """Paths of the largest submodules of ``net`` with no recorded module
+    inside them (a part's own inputs or outputs may be recorded: module
+    recorders read a module's boundary) that have submodules and at least
+    ``min_convs`` convolutions (at least one parameter for ``0``); the root
+    itself is not one."""
     covered = set()
     for path, module in net.named_modules():
-        if any(module is r for r in recorded):
-            parts = path.split('.') if path else []
-            covered.update('.'.join(parts[:i]) for i in range(len(parts) + 1))
+        if path and any(module is r for r in recorded):
+            parts = path.split('.')
+            covered.update('.'.join(parts[:i]) for i in range(len(parts)))
     found = []
 
     def visit(prefix: str, module: nn.Module) -> None:
@@ -441,27 +630,35 @@ def record_free_parts(net: nn.Module, recorded: List[nn.Module]) -> List[str]:
             path = f'{prefix}{name}'
             if path in covered:
                 visit(path + '.', child)
-            elif next(child.parameters(), None) is not None:
+            elif next(child.children(), None) is not None and (
+                    _convolutions(child) >= min_convs if min_convs else
+                    next(child.parameters(), None) is not None):
                 found.append(path)
 
     visit('', net)
     return found
 
 
-def compile_parts(net: nn.Module, paths: List[str], options: dict,
+def replace_parts(net: nn.Module, paths: List[str], kind: str, options: dict,
                   report: Optional['TeacherFastPath'] = None) -> None:
-    """Compile the ``forward`` of each part at ``paths`` (lazily, on its first call)."""
+    """Run each part of ``net`` at ``paths`` through ``kind`` (``'compile'``
+    or ``'freeze'``; built lazily, on the part's first call)."""
     modules = dict(net.named_modules())
     for path in paths:
         module = modules[path]
-        module.__dict__['forward'] = _CompiledForward(module, dict(options), report)
+        module.__dict__['forward'] = _PART_FORWARDS[kind](module, dict(options), report)
 
 
-def uncompile(net: nn.Module) -> None:
-    """Undo :func:`compile_parts`."""
-    for module in net.modules():
-        if isinstance(module.__dict__.get('forward'), _CompiledForward):
-            del module.__dict__['forward']
+def part_forwards(net: nn.Module) -> List[_PartForward]:
+    """The replaced forwards of the parts of ``net``."""
+    return [m.__dict__['forward'] for m in net.modules()
+            if isinstance(m.__dict__.get('forward'), _PartForward)]
+
+
+def restore_parts(net: nn.Module) -> None:
+    """Undo :func:`replace_parts`: every part runs its own ``forward``."""
+    for forward in part_forwards(net):
+        del forward.module.__dict__['forward']
 
 
 # ---------------------------------------------------------------------------- the fast path
@@ -482,7 +679,7 @@ class _BeforeTeacherForward:
         fast = self.fast_path
         if fast.pairs:
             refresh_folds(net)
-        fast.report_compile_time()
+        fast.report_build_time()
         if fast.channels_last:
             args = tuple(_to_channels_last(a) if i == 0 else a for i, a in enumerate(args))
             if 'inputs' in kwargs:
@@ -526,7 +723,8 @@ class TeacherFastPath:
         pairs: The folded (conv, BN) pairs.
         channels_last: Whether the teacher runs in channels-last format.
         compiled: Paths of the compiled parts.
-        compile_seconds: Time of the compiled parts' first calls.
+        frozen: Paths of the parts run as frozen inference graphs.
+        build_seconds: Time of the compiled or frozen parts' first calls.
     """
 
     def __init__(self, net: nn.Module, name: str = 'teacher'):
@@ -535,13 +733,14 @@ class TeacherFastPath:
         self.pairs: List[FoldPair] = []
         self.channels_last = False
         self.compiled: List[str] = []
-        self.compile_seconds = 0.0
-        self._compile_reported = False
+        self.frozen: List[str] = []
+        self.build_seconds = 0.0
+        self._build_reported = False
 
     def __deepcopy__(self, memo) -> 'TeacherFastPath':  # for a copy of the net
         fast = TeacherFastPath(memo.get(id(self.net), self.net), self.name)
         fast.pairs, fast.channels_last = list(self.pairs), self.channels_last
-        fast.compiled = list(self.compiled)
+        fast.compiled, fast.frozen = list(self.compiled), list(self.frozen)
         return fast
 
     @classmethod
@@ -576,26 +775,35 @@ class TeacherFastPath:
             fast.channels_last = True
         net.register_forward_pre_hook(_BeforeTeacherForward(fast), with_kwargs=True)
         net.register_load_state_dict_post_hook(_RefoldAfterLoad())
-        if settings['compile'] and spots is not None:
-            fast.compile(settings['compile'], spots)
+        if spots is not None:
+            fast.accelerate_parts(dict(settings, freeze=settings['freeze'] and fold), spots)
         return fast
 
-    def compile(self, options: Union[bool, Mapping], spots: List[ModuleRecorder]) -> None:
-        """Compile the record-free parts (lazily: on their first call)."""
-        options = {} if options is True else dict(options)
-        self.compiled = record_free_parts(self.net, [s.module for s in spots])
-        compile_parts(self.net, self.compiled, options, self)
+    def accelerate_parts(self, settings: dict, spots: List[ModuleRecorder]) -> None:
+        """Compile the record-free parts (``compile``), or else run them as
+        frozen inference graphs (``freeze``); both lazily, from their first call."""
+        recorded = [s.module for s in spots]
+        if settings['compile']:
+            options = {} if settings['compile'] is True else dict(settings['compile'])
+            self.compiled = record_free_parts(self.net, recorded)
+            replace_parts(self.net, self.compiled, 'compile', options, self)
+        elif settings['freeze'] and hasattr(torch.jit, 'optimize_for_inference'):
+            least = math.ceil(FROZEN_MIN_SHARE * _convolutions(self.net)) or 1
+            self.frozen = record_free_parts(self.net, recorded, least)
+            replace_parts(self.net, self.frozen, 'freeze', {}, self)
 
-    def report_compile_time(self) -> None:
-        """Log the compile time once the compiled parts have all run once."""
-        if not self.compiled or self._compile_reported or self.compile_seconds == 0:
+    def report_build_time(self) -> None:
+        """Log the time of the compiled or frozen parts' first calls, once they
+        have all run once."""
+        parts = self.compiled or self.frozen
+        if not parts or self._build_reported or self.build_seconds == 0:
             return
-        modules = dict(self.net.named_modules())
-        if any(modules[p].__dict__['forward'].compiled is None for p in self.compiled):
+        if not all(forward.ready for forward in part_forwards(self.net)):
             return
-        self._compile_reported = True
-        print_log(f'teacher {self.name!r}: torch.compile of {self.compiled} took '
-                  f'{self.compile_seconds:.1f} s (their first call).',
+        self._build_reported = True
+        what = 'torch.compile' if self.compiled else 'the frozen inference graphs'
+        print_log(f'teacher {self.name!r}: {what} of {parts} took {self.build_seconds:.1f} s '
+                  '(their first call, checks included).',
                   logger=MMLogger.get_current_instance())
 
     def standard_layout(self, value):
@@ -611,7 +819,7 @@ class TeacherFastPath:
     def remove(self) -> None:
         """Undo everything: the teacher computes as it was built."""
         remove_fast_path(self.net)
-        self.pairs, self.channels_last, self.compiled = [], False, []
+        self.pairs, self.channels_last, self.compiled, self.frozen = [], False, [], []
 
     def describe(self) -> str:
         """What the fast path does, in words."""
@@ -622,12 +830,14 @@ class TeacherFastPath:
             parts.append('channels-last')
         if self.compiled:
             parts.append(f'compiled {self.compiled}')
+        if self.frozen:
+            parts.append(f'frozen inference graphs of {self.frozen}')
         return ', '.join(parts) or 'nothing'
 
 
 def remove_fast_path(net: nn.Module) -> nn.Module:
     """Undo any fast path on ``net`` (or on a copy of an accelerated net) in place."""
-    uncompile(net)
+    restore_parts(net)
     unfold(net)
     for hooks in (net._forward_pre_hooks, net._load_state_dict_post_hooks):
         for key in [k for k, h in hooks.items()
@@ -665,6 +875,10 @@ def _difference(plain, fast) -> Optional[str]:
             if not torch.equal(a, b):
                 return 'different values'
             continue
+        finite = torch.isfinite(a)
+        if not torch.equal(finite, torch.isfinite(b)):
+            return 'non-finite values in other places'
+        a, b = a[finite], b[finite]
         scale = float(a.abs().max()) if a.numel() else 0.0
         error = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
         if error > CHECK_RTOL * max(scale, 1e-6):
@@ -722,9 +936,10 @@ def accelerate_teachers(distiller, inputs: torch.Tensor, samples) -> None:
     calls = first_calls({t.name: t.net for t in teachers},
                         lambda: distiller.run_teachers(inputs, samples))
     # Everything asked first; where records then differ, the same without channels-last.
-    attempts = [dict(settings, compile=False)]
+    # Compiled and frozen parts come after the check (they check their own outputs).
+    attempts = [dict(settings, compile=False, freeze=False)]
     if settings['channels_last']:
-        attempts.append(dict(settings, channels_last=False, compile=False))
+        attempts.append(dict(settings, channels_last=False, compile=False, freeze=False))
     pending = list(teachers)
     for attempt, chosen in enumerate(attempts):
         for teacher in pending:
@@ -758,10 +973,11 @@ def accelerate_teachers(distiller, inputs: torch.Tensor, samples) -> None:
             teacher.fast_path.remove()  # nothing to fold, no convolutions
             teacher.fast_path = None
             continue
-        if settings['compile']:
+        if settings['compile'] or settings['freeze']:
             spots = [s for r in teacher.records.recorders.values()
                      for s in record_spots(r, teacher.net) or []]
-            teacher.fast_path.compile(settings['compile'], spots)
+            freeze = settings['freeze'] and teacher.norm == 'eval'  # batch statistics change
+            teacher.fast_path.accelerate_parts(dict(settings, freeze=freeze), spots)
         print_log(f'teacher {teacher.name!r} fast path: {teacher.fast_path.describe()}.',
                   logger=logger)
 

@@ -13,6 +13,12 @@ The data settings are those of the detection configs with the images
 resized to ``--image-size``. The tests of ``configs/detection`` build their
 tiny detectors and runners with the helpers of this file.
 
+With ``--overhead N`` it trains nothing but the teacher (if missing) and
+times each config's training step against its limit instead, with the
+overhead benchmark (``tools/benchmark/distill_overhead.py``: student step,
+teacher inference, distillation step, interleaved; N timed rounds, CPU
+clock), on the same nets and data.
+
 Example:
     python tools/benchmark/detection_voc_synthetic.py --family retinanet \
         --configs fpn_retinanet_r50_r18_voc0712.py head-kd_retinanet_r50_r18_voc0712.py \
@@ -248,6 +254,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (1 is fastest on a shared machine)')
+    parser.add_argument('--overhead', type=int, metavar='ROUNDS',
+                        help='time each config with the overhead benchmark (ROUNDS timed '
+                        'rounds after 3 warm-up ones) instead of training it')
     args = parser.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
@@ -316,6 +325,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     teacher_of(family)
 
     student = tiny_detector(family, depth=18, base_channels=8, num_classes=num_classes)
+    if args.overhead:
+        return overheads(args, family, student, teacher_of, run_cfg)
     runs = [('student alone', None)] + [(c, c) for c in args.configs]
     for seed in args.seeds:
         for label, config in runs:
@@ -351,6 +362,45 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     with open(osp.join(work, 'results.json'), 'w') as f:
         json.dump(results, f, indent=1)
     return results
+
+
+def overheads(args: argparse.Namespace, family: str, student: dict, teacher_of,
+              run_cfg) -> Dict[str, float]:
+    """``--overhead``: each config's step over the student's step alone
+    (``c / a``) and over its limit (``c / (a + b)``) from the overhead
+    benchmark, on the student, teacher and data its training run would use.
+    (b) is the teacher's whole ``tensor``-mode forward, while the step runs a
+    teacher only as far as its records: a config that distils the FPN skips
+    the teacher's heads, and its ``c / (a + b)`` can be below 1."""
+    from distill_overhead import measure_overhead
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    if not MMLogger.check_instance_created('mmkd_benchmark'):  # no weight-init chatter
+        MMLogger.get_instance('mmkd_benchmark', log_level='WARNING')
+    rows, figures = [], {}
+    for config in args.configs:
+        path = osp.join(VOC_CONFIGS, config)
+        model = distill_model(path, student, *teacher_of(family_of(path, 'teacher')))
+        cfg = Config(run_cfg(family, args.data_root, osp.join(args.work_dir, 'overhead'), model,
+                             args.epochs, seed=0))
+        result = measure_overhead(cfg, warmup=3, iters=args.overhead, threads=args.threads,
+                                  memory=False, progress=False, clock='cpu')
+        legs = {kind: sum(leg.median for leg in result.legs if leg.label.startswith(kind))
+                for kind in ('(a)', '(b)', '(c)')}
+        figures[config] = result.ratio
+        rows.append(f'| {config} | {legs["(a)"]:.3f} | {legs["(b)"]:.3f} | {legs["(c)"]:.3f} '
+                    f'| {legs["(c)"] / legs["(a)"]:.2f} | {result.ratio:.2f} |')
+        print(f'{config}: c / (a + b) = {result.ratio:.2f}', flush=True)
+    print(f'\n{family}, batch {args.batch_size}, {args.image_size} px, {args.threads} thread(s), '
+          f'3 warm-up + {args.overhead} timed rounds, CPU clock (medians, seconds):')
+    print('| config | (a) student step | (b) teacher inference | (c) distillation step '
+          '| c / a | c / (a + b) |')
+    print('|---|---|---|---|---|---|')
+    print('\n'.join(rows))
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(osp.join(args.work_dir, f'overhead_{family}.json'), 'w') as f:
+        json.dump(figures, f, indent=1)
+    return figures
 
 
 if __name__ == '__main__':

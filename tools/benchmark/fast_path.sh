@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The teacher fast path's figures in docs/benchmark.md: the overhead benchmark, twice, on the
+# KD, OFD and ReviewKD configs (ResNet-56 teacher), and KD once without the frozen graph; the
+# runs one after the other, one thread each; then the tables.
+#
+# Usage: bash tools/benchmark/fast_path.sh [OUT_DIR]   (default work_dirs/fast_path)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-work_dirs/fast_path}
+python=${PYTHON:-python}
+mkdir -p "$out"
+export OMP_NUM_THREADS=1
+bench=(--batch-size 128 --iters 30 --warmup 3 --threads 1 --clock cpu)
+for run in 1 2; do
+  for config in kd/kd_resnet56_resnet8 kd/kd_resnet56_resnet20 ofd/ofd_resnet56_resnet8 \
+      reviewkd/reviewkd_resnet56_resnet8; do
+    name=$(basename "$config")
+    "$python" tools/benchmark/distill_overhead.py "configs/${config}_fashionmnist.py" \
+      "${bench[@]}" --out "$out/${name}_run${run}.json" > "$out/${name}_run${run}.log" 2>&1
+  done
+done
+"$python" tools/benchmark/distill_overhead.py configs/kd/kd_resnet56_resnet8_fashionmnist.py \
+  "${bench[@]}" --cfg-options model.teacher_fast_path.freeze=False \
+  --out "$out/kd_resnet56_resnet8_freeze-off_run1.json" \
+  > "$out/kd_resnet56_resnet8_freeze-off_run1.log" 2>&1
+"$python" tools/analysis/summarize_overheads.py --references "$out"/*_run*.json \
+  --out docs/benchmark.md
