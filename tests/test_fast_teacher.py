@@ -336,6 +336,32 @@ def test_a_part_whose_trace_may_not_generalise_runs_eagerly():
     assert not part_forwards(net) and 'forward' not in net[0].__dict__
 
 
+def test_hooks_on_a_frozen_parts_root_run_once_per_call_and_may_stop_the_teacher():
+    class Stop(BaseException):  # as the distiller's early stop once its records are complete
+        pass
+
+    body = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1))
+    net = nn.Sequential(body, nn.Conv2d(4, 1, 1)).eval().requires_grad_(False)
+    seen = []
+
+    def record(_module, _args, out):  # a recorder on the part's own root
+        seen.append(out.clone())
+        raise Stop
+
+    body.register_forward_hook(record)
+    replace_parts(net, ['0'], 'freeze', {})
+    forward = part_forwards(net)[0]
+    with torch.no_grad():
+        for batch in (3, 3, 5):
+            x = torch.randn(batch, 2, 6, 6)
+            with pytest.raises(Stop):
+                net(x)
+            torch.testing.assert_close(seen[-1], nn.Sequential.forward(body, x))
+    assert len(seen) == 3  # never called by the trace or the checks
+    assert len(forward.graphs) == 1 and len(forward.chosen) == 2 and forward.failed is None
+
+
 def test_settings_are_checked():
     assert fast_path_settings(True) == dict(fold_bn=True, channels_last=True, freeze=True,
                                             compile=False)

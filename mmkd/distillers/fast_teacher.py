@@ -461,6 +461,9 @@ class _CompiledForward(_PartForward):
 
     compiled = None
 
+    def __getstate__(self) -> dict:  # compiled again, not pickled
+        return dict(self.__dict__, compiled=None)
+
     @property
     def ready(self) -> bool:
         return self.compiled is not None
@@ -500,6 +503,25 @@ def _weights_state(module: nn.Module) -> tuple:
                  for t in itertools.chain(module.parameters(), module.buffers()))
 
 
+class _Bare(nn.Module):
+    """A part to trace without the hooks of its own root (a recorder there
+    reads the part's boundary, outside the graph)."""
+
+    def __init__(self, part: nn.Module):
+        super().__init__()
+        self.part = part
+
+    def forward(self, *args):
+        return type(self.part).forward(self.part, *args)
+
+
+def _clones(args: tuple) -> tuple:
+    return tuple(a.clone() for a in args)
+
+
+_UNSEEN = object()
+
+
 class _FrozenForward(_PartForward):
     """A part run as a frozen TorchScript inference graph.
 
@@ -511,10 +533,12 @@ class _FrozenForward(_PartForward):
     output compared with the eager output; a signature where no graph agrees
     gets a graph traced on it. The part runs eagerly in training mode, with
     gradients, under autocast, inside an outer trace or compilation (e.g.
-    the FLOP count's), for arguments that are not all finite tensors, after
-    :data:`FROZEN_SIGNATURES` signatures, and for good if tracing fails or
-    warns that the trace may not generalise (value-dependent control flow).
-    The graphs are dropped when a weight changes (a load, a device move).
+    the FLOP count's), for arguments that are not all finite tensors, for
+    signatures after the first :data:`FROZEN_SIGNATURES`, and for good if
+    tracing fails or warns that the trace may not generalise
+    (value-dependent control flow). The graphs are dropped when a parameter
+    or buffer is replaced or changed in place (a load, a device move); a
+    write through ``.data`` is not seen.
     """
 
     def __init__(self, module: nn.Module, options: dict, report: Optional['TeacherFastPath']):
@@ -524,57 +548,72 @@ class _FrozenForward(_PartForward):
         self.weights: Optional[tuple] = None
         self.failed: Optional[str] = None
 
+    def __getstate__(self) -> dict:  # graphs are rebuilt, not pickled
+        return dict(self.__dict__, graphs=[], chosen={}, weights=None)
+
     @property
     def ready(self) -> bool:
         return bool(self.graphs) or self.failed is not None
 
     def _graph_may_run(self, args: tuple, kwargs: dict) -> bool:
-        """Whether a graph could compute this call: finite tensor arguments
-        without gradients (oneDNN's ReLU maps NaN to 0: a graph would hide a
-        non-finite input), no autocast, every module in eval mode, no failed
-        trace."""
+        """Whether a graph could compute this call (before its finiteness):
+        tensor arguments without gradients, no autocast, no outer trace, the
+        part and everything in it in eval mode, no failed trace."""
         if torch.jit.is_tracing() or _compiling():  # an outer trace sees the eager part
             return False
         return self.failed is None and not kwargs and bool(args) and \
             all(isinstance(a, torch.Tensor) and not a.requires_grad for a in args) and \
-            not _autocast_on(args[0].device) and not any(m.training for m in self.inside) \
-            and all(bool(torch.isfinite(a).all()) for a in args)
+            not _autocast_on(args[0].device) and not self.module.training and \
+            not any(m.training for m in self.inside)
 
     def fast(self, args: tuple, kwargs: dict):
         if not self._graph_may_run(args, kwargs):
             return self.eager(*args, **kwargs)
+        signature = _signature(args)
+        graph = self.chosen.get(signature, _UNSEEN)
+        if graph is None or (graph is _UNSEEN and len(self.chosen) >= FROZEN_SIGNATURES):
+            return self.eager(*args)
         weights = _weights_state(self.module)
         if weights != self.weights:
             self.graphs, self.chosen, self.weights = [], {}, weights
+            graph = _UNSEEN
         if any(requires_grad for *_, requires_grad in weights):
             return self.eager(*args)  # a trainable part: its graph would drop the gradients
-        signature = _signature(args)
-        if signature in self.chosen:
-            graph = self.chosen[signature]
-            return self.eager(*args) if graph is None else graph(*args)
-        if len(self.chosen) >= FROZEN_SIGNATURES:
+        # oneDNN's ReLU maps NaN to 0: a graph would hide a non-finite input.
+        if not all(bool(torch.isfinite(a).all()) for a in args):
             return self.eager(*args)
-        return self._first_call(signature, args)
+        if graph is _UNSEEN:
+            return self._first_call(signature, args)
+        return graph(*args)
+
+    def _agrees(self, graph, args: tuple, expected) -> tuple:
+        """The graph's output on ``args`` and why it differs from ``expected``
+        (``None`` if it does not)."""
+        try:
+            out = graph(*_clones(args))
+        except Exception as err:  # noqa: BLE001  (a graph that fails on these inputs)
+            return None, f'{type(err).__name__}: {err}'.splitlines()[0]
+        return out, _difference(expected, out)
 
     def _first_call(self, signature: tuple, args: tuple):
         """Run a new signature eagerly and find (or build) a graph that agrees;
         return the graph's output (every call of a signature with a graph
-        gives the graph's values: a resumed run repeats an uninterrupted one)."""
+        gives the graph's values: a resumed run repeats an uninterrupted one
+        where each shape has its graph)."""
         start = time.perf_counter()
-        expected = self.eager(*args)
+        expected = self.eager(*_clones(args))
         for graph in self.graphs:
-            out = graph(*args)
-            if _difference(expected, out) is None:
+            out, why = self._agrees(graph, args, expected)
+            if why is None:
                 self.chosen[signature] = graph
                 return out
         graph = None
         try:
             graph = self._build(args)
-            out = graph(*args)
-            why = _difference(expected, out)
         except Exception as err:  # noqa: BLE001  (a part that cannot be traced runs eagerly)
-            why = f'{type(err).__name__}: {err}'.splitlines()[0]
-            self.failed = why
+            why = self.failed = f'{type(err).__name__}: {err}'.splitlines()[0]
+        else:
+            out, why = self._agrees(graph, args, expected)
         if why is None:
             self.graphs.append(graph)
             self.chosen[signature] = graph
@@ -589,15 +628,11 @@ class _FrozenForward(_PartForward):
         return expected
 
     def _build(self, args: tuple):
-        wrapper = self.module.__dict__.pop('forward', None)  # the trace runs the part's own
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter('always')
-                traced = torch.jit.trace(self.module, args, check_trace=False)
-                graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-        finally:
-            if wrapper is not None:
-                self.module.__dict__['forward'] = wrapper
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            traced = torch.jit.trace(_Bare(self.module).eval(), _clones(args),
+                                     check_trace=False)
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
         doubts = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
         if doubts:
             raise RuntimeError(f'the trace may not generalise ({doubts[0].message})')
@@ -973,9 +1008,10 @@ def accelerate_teachers(distiller, inputs: torch.Tensor, samples) -> None:
             teacher.fast_path.remove()  # nothing to fold, no convolutions
             teacher.fast_path = None
             continue
-        if settings['compile'] or settings['freeze']:
-            spots = [s for r in teacher.records.recorders.values()
-                     for s in record_spots(r, teacher.net) or []]
+        found = [record_spots(r, teacher.net) for r in teacher.records.recorders.values()]
+        # A record of unknown kind may read inside any part: no part is replaced.
+        if (settings['compile'] or settings['freeze']) and None not in found:
+            spots = [spot for spots in found for spot in spots]
             freeze = settings['freeze'] and teacher.norm == 'eval'  # batch statistics change
             teacher.fast_path.accelerate_parts(dict(settings, freeze=freeze), spots)
         print_log(f'teacher {teacher.name!r} fast path: {teacher.fast_path.describe()}.',
