@@ -769,6 +769,10 @@ class TeacherFastPath:
         self.channels_last = False
         self.compiled: List[str] = []
         self.frozen: List[str] = []
+        #: The recorded modules (``None``: a record of unknown kind), and whether
+        #: the teacher's BNs use their stored statistics; set by :meth:`apply`.
+        self.recorded: Optional[List[nn.Module]] = None
+        self.eval_norm = True
         self.build_seconds = 0.0
         self._build_reported = False
 
@@ -810,19 +814,25 @@ class TeacherFastPath:
             fast.channels_last = True
         net.register_forward_pre_hook(_BeforeTeacherForward(fast), with_kwargs=True)
         net.register_load_state_dict_post_hook(_RefoldAfterLoad())
-        if spots is not None:
-            fast.accelerate_parts(dict(settings, freeze=settings['freeze'] and fold), spots)
+        # A record of unknown kind may read inside any part: then no part is replaced.
+        fast.recorded = None if spots is None else [s.module for s in spots]
+        fast.eval_norm = fold
+        fast.accelerate_parts(settings)
         return fast
 
-    def accelerate_parts(self, settings: dict, spots: List[ModuleRecorder]) -> None:
+    def accelerate_parts(self, settings: dict) -> None:
         """Compile the record-free parts (``compile``), or else run them as
-        frozen inference graphs (``freeze``); both lazily, from their first call."""
-        recorded = [s.module for s in spots]
+        frozen inference graphs (``freeze``, not for a teacher on batch
+        statistics); both lazily, from their first call."""
+        recorded = self.recorded
+        if recorded is None:
+            return
         if settings['compile']:
             options = {} if settings['compile'] is True else dict(settings['compile'])
             self.compiled = record_free_parts(self.net, recorded)
             replace_parts(self.net, self.compiled, 'compile', options, self)
-        elif settings['freeze'] and hasattr(torch.jit, 'optimize_for_inference'):
+        elif settings['freeze'] and self.eval_norm and \
+                hasattr(torch.jit, 'optimize_for_inference'):
             least = math.ceil(FROZEN_MIN_SHARE * _convolutions(self.net)) or 1
             self.frozen = record_free_parts(self.net, recorded, least)
             replace_parts(self.net, self.frozen, 'freeze', {}, self)
@@ -1008,12 +1018,7 @@ def accelerate_teachers(distiller, inputs: torch.Tensor, samples) -> None:
             teacher.fast_path.remove()  # nothing to fold, no convolutions
             teacher.fast_path = None
             continue
-        found = [record_spots(r, teacher.net) for r in teacher.records.recorders.values()]
-        # A record of unknown kind may read inside any part: no part is replaced.
-        if (settings['compile'] or settings['freeze']) and None not in found:
-            spots = [spot for spots in found for spot in spots]
-            freeze = settings['freeze'] and teacher.norm == 'eval'  # batch statistics change
-            teacher.fast_path.accelerate_parts(dict(settings, freeze=freeze), spots)
+        teacher.fast_path.accelerate_parts(settings)
         print_log(f'teacher {teacher.name!r} fast path: {teacher.fast_path.describe()}.',
                   logger=logger)
 
