@@ -131,6 +131,19 @@ def kd_model(trained: dict, **overrides) -> dict:
     return model
 
 
+def build_both(model: dict, setting: str) -> tuple:
+    """The distiller ``model`` with ``setting=True`` and with ``setting=False``,
+    each built from seed 0 (so that both hold the same weights)."""
+    import torch
+
+    from mmkd.registry import MODELS
+    built = []
+    for value in (True, False):
+        torch.manual_seed(0)
+        built.append(MODELS.build(dict(model, **{setting: value})))
+    return tuple(built)
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (for a torch.distributed rendezvous)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

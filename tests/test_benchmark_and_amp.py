@@ -59,16 +59,20 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
     printed = capsys.readouterr().out
 
     for label in ('(a) student train step', '(b) teacher inference', '(c) distillation step',
-                  '(r) teacher inference, plain', '(r) hand-written KD step'):
+                  '(r) student train step, as built', '(r) teacher inference, plain',
+                  '(r) hand-written KD step'):
         assert label in printed
     ratio = float(re.search(r'ratio c / \(a \+ b\) = (\d+\.\d+)', printed).group(1))
     with open(out) as f:
         saved = json.load(f)
     legs = {leg['name']: leg for leg in saved['legs']}
-    assert sorted(legs) == ['distill', 'plain:teacher', 'reference', 'student', 'teacher']
+    assert sorted(legs) == ['distill', 'plain:student', 'plain:teacher', 'reference',
+                            'student', 'teacher']
     # The reference legs are printed against their legs, not added to the limit.
     for leg, ref, label in (('distill', 'reference', r'\(c\) distillation step / '
                                                     r'\(r\) hand-written KD step'),
+                            ('student', 'plain:student', r'\(a\) student train step / '
+                                                         r'\(r\) student train step, as built'),
                             ('teacher', 'plain:teacher', r'\(b\) teacher inference / '
                                                          r'\(r\) teacher inference, plain')):
         shown = float(re.search(label + r' = (\d+\.\d+); per batch', printed).group(1))
@@ -106,11 +110,12 @@ def test_overhead_tool_prints_each_leg_and_the_ratio(tmp_path, fashion_mnist_roo
                     str(tmp_path / 'kd_run2.json'), '--out', str(page)], check=True,
                    capture_output=True)
     written = page.read_text()
-    teacher = next(r for r in saved['references'] if r['reference'] == 'plain:teacher')
-    low, high = teacher['ratio_per_batch_iqr']
-    expected = (f'{teacher["ratio"]:.2f} ({teacher["ratio_per_batch_median"]:.2f}, '
-                f'{low:.2f}-{high:.2f})')
-    assert f'| kd | {expected} | {expected} |' in written
+    for reference in ('plain:teacher', 'plain:student'):
+        found = next(r for r in saved['references'] if r['reference'] == reference)
+        low, high = found['ratio_per_batch_iqr']
+        expected = (f'{found["ratio"]:.2f} ({found["ratio_per_batch_median"]:.2f}, '
+                    f'{low:.2f}-{high:.2f})')
+        assert f'| kd | {expected} | {expected} |' in written
     assert 'old' not in written and written.startswith('before') and 'after' in written
 
 
@@ -150,7 +155,9 @@ def test_overhead_of_multi_teacher_kd_has_a_b_leg_per_teacher_that_runs(
                     ('teacher:r14', '(b) r14 inference', 'limit'),
                     ('teacher:twin', '(b) twin inference', 'limit'),
                     ('distill', '(c) distillation step', 'step'),
-                    # each teacher as built; no hand-written step (not Hinton's KD alone)
+                    # the student and each teacher as built; no hand-written step (not
+                    # Hinton's KD alone)
+                    ('plain:student', '(r) student train step, as built', 'reference'),
                     ('plain:teacher:r14', '(r) r14 inference, plain', 'reference'),
                     ('plain:teacher:twin', '(r) twin inference, plain', 'reference')]
     assert 'idle' not in printed

@@ -15,7 +15,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmkd.distillers import DistillerConfigError, RecordRef, load_config
 from mmkd.distillers.builder import build_model_from_cfg, model_cfg_from
 from mmkd.distillers.fast_teacher import (
-    contiguous_only_modules,
     fast_path_settings,
     folded_convs,
     part_forwards,
@@ -23,10 +22,11 @@ from mmkd.distillers.fast_teacher import (
     replace_parts,
     restore_parts,
 )
+from mmkd.distillers.memory_format import contiguous_only_modules
 from mmkd.distillers.norm_mode import batch_statistics
 from mmkd.registry import MODELS
 
-from conftest import REPO, kd_model, runner_cfg
+from conftest import REPO, build_both, kd_model, runner_cfg
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
 from detection_voc_synthetic import VOC_CONFIGS, distill_model, tiny_detector  # noqa: E402
@@ -61,11 +61,7 @@ def randomized_teacher(model: dict, path: str) -> dict:
 
 def both(model: dict) -> tuple:
     """The distiller with and without the teacher fast path, from the same seed."""
-    built = []
-    for fast in (True, False):
-        torch.manual_seed(0)
-        built.append(MODELS.build(dict(model, teacher_fast_path=fast)))
-    return tuple(built)
+    return build_both(model, 'teacher_fast_path')
 
 
 def tensors(value) -> list:

@@ -9,11 +9,13 @@ This module times, on the same batches:
   student with its own optimizer: forward, loss, backward, step), (b) each
   teacher's inference (``no_grad``, eval mode);
 * the *step leg*: (c) the model's own ``train_step``;
-* *reference legs* (r), timed but not part of the limit: the plain teacher
-  (no fast path, :mod:`mmkd.distillers.fast_teacher`) beside each
-  accelerated one, and, for a distiller whose only loss is KD on the nets'
-  logits, the same KD step written in plain eager PyTorch
-  (:func:`kd_reference_leg`); the report gives each leg over its reference.
+* *reference legs* (r), timed but not part of the limit: the student as
+  built (contiguous) beside one trained in channels-last format
+  (:mod:`mmkd.distillers.fast_student`), the plain teacher (no fast path,
+  :mod:`mmkd.distillers.fast_teacher`) beside each accelerated one, and,
+  for a distiller whose only loss is KD on the nets' logits, the same KD
+  step written in plain eager PyTorch (:func:`kd_reference_leg`); the
+  report gives each leg over its reference.
 
 Legs run round-robin on each batch, in an order that rotates from batch to
 batch, so that noise from other processes reaches every leg alike. The
@@ -51,6 +53,7 @@ from mmkd.distillers import (
     nets_of,
 )
 from mmkd.distillers.fast_teacher import plain_copy
+from mmkd.distillers.memory_format import is_channels_last, to_standard_format
 from mmkd.losses import KDLoss
 from mmkd.recorders import ModuleOutputs, Recording
 from mmkd.utils import unwrap
@@ -108,7 +111,7 @@ class BenchContext:
 
 
 def train_step_leg(name: str, label: str, net: nn.Module, ctx: BenchContext,
-                   role: str = LIMIT) -> Leg:
+                   role: str = LIMIT, reference_for: Optional[str] = None) -> Leg:
     """A leg that runs ``net.train_step`` with its own optim wrapper.
 
     Args:
@@ -116,14 +119,16 @@ def train_step_leg(name: str, label: str, net: nn.Module, ctx: BenchContext,
         label: The leg's label.
         net: A model with ``train_step`` (set to train mode here).
         ctx: Gives the optim wrapper config.
-        role: ``'limit'`` or ``'step'``.
+        role: ``'limit'``, ``'step'`` or ``'reference'``.
+        reference_for: See :class:`Leg`.
 
     Returns:
         The leg.
     """
     net.train()
     optim_wrapper = build_optim_wrapper(net, copy.deepcopy(ctx.optim_wrapper))
-    return Leg(name, label, role, lambda batch: net.train_step(batch, optim_wrapper))
+    return Leg(name, label, role, lambda batch: net.train_step(batch, optim_wrapper),
+               reference_for=reference_for)
 
 
 def inference_leg(name: str, label: str, net: nn.Module, preprocessor: nn.Module,
@@ -304,7 +309,7 @@ def kd_reference_leg(model: nn.Module, ctx: BenchContext, spec: KDReference) -> 
         The leg.
     """
     inner = unwrap(model)
-    student = copy.deepcopy(inner.student).train()
+    student = contiguous_copy(inner.student).train()
     teacher = plain_copy(inner.teachers[spec.teacher]).eval()
     preprocessor = copy.deepcopy(inner.data_preprocessor)
     optimizer_cfg = dict(ctx.optim_wrapper['optimizer'])
@@ -332,15 +337,27 @@ def kd_reference_leg(model: nn.Module, ctx: BenchContext, spec: KDReference) -> 
                reference_for='distill')
 
 
+def contiguous_copy(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` in the contiguous memory format (a student as
+    built, without :mod:`~mmkd.distillers.fast_student`)."""
+    copied = copy.deepcopy(net)
+    to_standard_format(copied)
+    return copied
+
+
 def reference_legs(model: nn.Module, ctx: BenchContext, sample: Optional[dict] = None
                    ) -> List[Leg]:
-    """The reference legs of ``model``: each running teacher with a fast path
-    as built (no fast path), and the hand-written KD step where
+    """The reference legs of ``model``: a student that the distiller trains in
+    channels-last format as built (contiguous), each running teacher with a
+    fast path as built (no fast path), and the hand-written KD step where
     :func:`kd_reference` finds one."""
     inner = unwrap(model)
     if not isinstance(inner, Distiller):
         return []
     legs = []
+    if is_channels_last(inner.student):
+        legs.append(train_step_leg(f'plain:{STUDENT}', f'(r) {STUDENT} train step, as built',
+                                   contiguous_copy(inner.student), ctx, REFERENCE, STUDENT))
     for name, frozen in inner.frozen_teachers.items():
         if frozen.runs and frozen.fast_path is not None:
             key = TEACHER if name == TEACHER else f'{TEACHER}:{name}'

@@ -16,8 +16,10 @@ from mmkd.registry import MODELS
 
 from .builder import build_model_from_cfg, model_cfg_from
 from .errors import DistillerConfigError
-from .fast_teacher import accelerate_teachers, fast_path_settings, record_reader
+from .fast_student import train_in_channels_last
+from .fast_teacher import accelerate_teachers, fast_path_settings
 from .loss_scales import LossScales
+from .memory_format import record_reader
 from .nets import STUDENT, TEACHER, DistillationModel, Net
 from .recipe import apply_recipe, collect_levels, expand_per_level, resolve_values
 from .references import ConnectorRef, RecordRef, Reference, Resolver, describe, parse_reference
@@ -151,6 +153,9 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             folded into convs, channels-last, the record-free backbone as a
             frozen inference graph), ``False``, or
             ``dict(fold_bn=..., channels_last=..., freeze=..., compile=...)``.
+        student_channels_last: Train a convolutional student in channels-last
+            memory format (default ``True``; checked on the dry run,
+            :mod:`mmkd.distillers.fast_student`).
         dry_run_shape: (C, H, W) of the dry-run input; channels default to
             the student's first conv, size to 64 x 64.
         recipe: A recipe (``'kd'``, ``'mmkd::recipes/kd.py'`` or a file):
@@ -185,6 +190,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                  losses: Optional[dict] = None, teacher_in_checkpoint: bool = False,
                  teacher_norm: Union[str, Dict[str, str], None] = None,
                  teacher_fast_path: Union[bool, dict] = True,
+                 student_channels_last: bool = True,
                  dry_run_shape: Optional[Sequence[int]] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -220,6 +226,10 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                                                              with_kwargs=True)
         self.teacher_in_checkpoint = teacher_in_checkpoint
         self.teacher_fast_path = fast_path_settings(teacher_fast_path)
+        if not isinstance(student_channels_last, bool):
+            raise DistillerConfigError('student_channels_last must be True or False; got '
+                                       f'{student_channels_last!r}.')
+        self.student_channels_last = student_channels_last
         self._connector_cfgs = dict(connectors or {})
         self._loss_cfgs = dict(losses or {})
         self._dry_run_shape = dry_run_shape
@@ -349,6 +359,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                     for group in self.records.values():
                         group.decide_clones()
                 accelerate_teachers(self, inputs, samples)
+                train_in_channels_last(self, inputs, samples)
                 # Parts built from here are evaluated on the dry run in eval mode, so
                 # that no BN statistics move before training.
                 resolve = self._resolver()
@@ -461,7 +472,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     # ------------------------------------------------------------------ running
     def _resolver(self) -> Resolver:
         records = self.records
-        return Resolver(record_reader(records, self.frozen_teachers, self._cached_records),
+        return Resolver(record_reader(records, self._cached_records),
                         self.connectors, self.connector_inputs)
 
     def _running_teachers(self) -> List[FrozenTeacher]:
@@ -502,7 +513,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                 self.run_teacher(teacher, *batch)
             teacher.check_finite()
             if cached:
-                read = record_reader(self.records, self.frozen_teachers)
+                read = record_reader(self.records)
                 cache.write({f'{teacher.name}.{record}': read(RecordRef(teacher.name, record))
                              for record in teacher.records}, keys)
         self._raw_batch = None

@@ -85,7 +85,12 @@ from mmkd.recorders import (
 )
 
 from .errors import DistillerConfigError
-from .references import RecordRef
+from .memory_format import (
+    channels_last_input,
+    suits_channels_last,
+    to_channels_last,
+    to_standard_format,
+)
 from .teacher import indexed_tensors
 
 #: The fast path's settings and their defaults (chosen by measurement, docs/benchmark.md).
@@ -102,7 +107,6 @@ CHECK_RTOL = 1e-3
 _PLAIN_CLASS = '_mmkd_plain_class'
 _FOLD_PARTNER = '_mmkd_fold_partner'
 _FOLD_SOURCES = '_mmkd_fold_sources'
-_CHANNELS_LAST = '_mmkd_channels_last'
 _WEIGHT, _BIAS = 'mmkd_folded_weight', 'mmkd_folded_bias'
 
 #: Tensor functions that read only a tensor's metadata, never its values.
@@ -593,7 +597,7 @@ class _FrozenForward(_PartForward):
             out = graph(*_clones(args))
         except Exception as err:  # noqa: BLE001  (a graph that fails on these inputs)
             return None, f'{type(err).__name__}: {err}'.splitlines()[0]
-        return out, _difference(expected, out)
+        return out, difference(expected, out)
 
     def _first_call(self, signature: tuple, args: tuple):
         """Run a new signature eagerly and find (or build) a graph that agrees;
@@ -697,12 +701,6 @@ def restore_parts(net: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------------- the fast path
-def _to_channels_last(value):
-    if isinstance(value, torch.Tensor) and value.dim() == 4:
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
-
-
 class _BeforeTeacherForward:
     """The teacher's forward pre-hook: weights folded again if they changed,
     inputs in channels-last, the compile time reported once."""
@@ -716,9 +714,9 @@ class _BeforeTeacherForward:
             refresh_folds(net)
         fast.report_build_time()
         if fast.channels_last:
-            args = tuple(_to_channels_last(a) if i == 0 else a for i, a in enumerate(args))
+            args = tuple(channels_last_input(a) if i == 0 else a for i, a in enumerate(args))
             if 'inputs' in kwargs:
-                kwargs = dict(kwargs, inputs=_to_channels_last(kwargs['inputs']))
+                kwargs = dict(kwargs, inputs=channels_last_input(kwargs['inputs']))
         return args, kwargs
 
     def __deepcopy__(self, memo) -> '_BeforeTeacherForward':
@@ -730,14 +728,6 @@ class _RefoldAfterLoad:
 
     def __call__(self, net: nn.Module, _incompatible) -> None:
         refresh_folds(net)
-
-
-def contiguous_only_modules(net: nn.Module) -> List[str]:
-    """Paths of modules of ``net`` whose compiled kernels read their inputs as
-    contiguous memory (MMCV's ops, e.g. ``RoIAlign``, which give wrong values
-    on channels-last tensors): such a net keeps the contiguous format."""
-    return [path for path, m in net.named_modules()
-            if type(m).__module__.startswith('mmcv.ops')]
 
 
 def record_spots(recorder: BaseRecorder, net: nn.Module) -> Optional[List[ModuleRecorder]]:
@@ -807,10 +797,8 @@ class TeacherFastPath:
                           'uses channels-last.')
         if settings['fold_bn'] and fold and forward is not None and spots is not None:
             fast.pairs = fold_pairs(net, find_foldable_pairs(net, forward, spots))
-        if settings['channels_last'] and any(isinstance(m, nn.Conv2d) for m in net.modules()) \
-                and not contiguous_only_modules(net):
-            net.to(memory_format=torch.channels_last)
-            net.__dict__[_CHANNELS_LAST] = True
+        if settings['channels_last'] and suits_channels_last(net):
+            to_channels_last(net)
             fast.channels_last = True
         net.register_forward_pre_hook(_BeforeTeacherForward(fast), with_kwargs=True)
         net.register_load_state_dict_post_hook(_RefoldAfterLoad())
@@ -851,16 +839,6 @@ class TeacherFastPath:
                   '(their first call, checks included).',
                   logger=MMLogger.get_current_instance())
 
-    def standard_layout(self, value):
-        """A record in the layout of the plain teacher (contiguous)."""
-        if not self.channels_last:
-            return value
-        if isinstance(value, torch.Tensor):
-            return value.contiguous() if value.dim() == 4 else value
-        if isinstance(value, (list, tuple)):
-            return type(value)(self.standard_layout(v) for v in value)
-        return value
-
     def remove(self) -> None:
         """Undo everything: the teacher computes as it was built."""
         remove_fast_path(self.net)
@@ -889,8 +867,7 @@ def remove_fast_path(net: nn.Module) -> nn.Module:
                     if isinstance(h, (_BeforeTeacherForward, _RefoldAfterLoad))]:
             del hooks[key]
             net._forward_pre_hooks_with_kwargs.pop(key, None)
-    if net.__dict__.pop(_CHANNELS_LAST, False):
-        net.to(memory_format=torch.contiguous_format)
+    to_standard_format(net)
     return net
 
 
@@ -900,15 +877,18 @@ def plain_copy(net: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- distillers
-def _snapshot(value):
+def snapshot(value):
+    """A detached copy of a record's value (tensors in lists and mappings too)."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     if isinstance(value, (list, tuple)):
-        return [_snapshot(v) for v in value]
+        return [snapshot(v) for v in value]
+    if isinstance(value, Mapping):
+        return {key: snapshot(v) for key, v in value.items()}
     return value
 
 
-def _difference(plain, fast) -> Optional[str]:
+def difference(plain, fast) -> Optional[str]:
     """Why ``fast`` is not ``plain`` up to round-off (``None`` if it is)."""
     plain_items, fast_items = list(_tensors(plain)), list(_tensors(fast))
     if len(plain_items) != len(fast_items):
@@ -938,7 +918,7 @@ def teacher_records(distiller) -> Dict[str, Dict[str, Any]]:
         found[name] = {}
         for record, recorder in teacher.records.recorders.items():
             try:
-                found[name][record] = _snapshot(recorder.get())
+                found[name][record] = snapshot(recorder.get())
             except RecordNotFoundError:
                 continue
     return found
@@ -994,7 +974,7 @@ def accelerate_teachers(distiller, inputs: torch.Tensor, samples) -> None:
         failed = []
         for teacher in pending:
             why = next(((record, reason) for record, value in before[teacher.name].items()
-                        for reason in [_difference(value, after[teacher.name].get(record))]
+                        for reason in [difference(value, after[teacher.name].get(record))]
                         if reason is not None), None)
             if teacher.fast_path is None or why is None:
                 continue
@@ -1034,24 +1014,3 @@ def _apply_to(teacher, settings: dict, call: Optional[tuple]) -> Optional[Teache
         remove_fast_path(teacher.net)
         warnings.warn(f'teacher {teacher.name!r} keeps no fast path: {err!r}')
         return None
-
-
-def record_reader(records: Mapping[str, Any], teachers: Mapping[str, Any],
-                  cached: Optional[Mapping[str, Mapping[str, Any]]] = None
-                  ) -> Callable[[RecordRef], Any]:
-    """Reads a :class:`RecordRef`; a teacher's record in the layout of the
-    plain teacher (its fast path may compute in channels-last). ``cached``
-    holds teacher name -> record -> value for the teachers whose records came
-    from a teacher cache this step (:mod:`.teacher_cache`)."""
-    layouts = {name: t.fast_path.standard_layout for name, t in teachers.items()
-               if getattr(t, 'fast_path', None) is not None and t.fast_path.channels_last}
-    cached = cached or {}
-
-    def read(ref: RecordRef) -> Any:
-        if ref.net in cached:
-            return cached[ref.net][ref.record]
-        value = records[ref.net][ref.record].get()
-        layout = layouts.get(ref.net)
-        return value if layout is None else layout(value)
-
-    return read

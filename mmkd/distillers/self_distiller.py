@@ -142,7 +142,7 @@ class SelfDistiller(Distiller):
             ``None``: all but the last of ``aux_sources`` (the authors' rule).
         recorders: See :class:`Distiller`, as ``student_recorders``,
             ``connectors``, ``losses``, ``dry_run_shape``,
-            ``data_preprocessor`` and ``init_cfg``.
+            ``student_channels_last``, ``data_preprocessor`` and ``init_cfg``.
 
     Example (config)::
 
@@ -165,7 +165,8 @@ class SelfDistiller(Distiller):
                  hint_on: Optional[Sequence[str]] = None, recorders: Optional[dict] = None,
                  student_recorders: Optional[dict] = None, connectors: Optional[dict] = None,
                  losses: Optional[dict] = None, dry_run_shape: Optional[Sequence[int]] = None,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
+                 student_channels_last: bool = True, data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
         if not aux_sources or not isinstance(aux_sources, dict):
             raise DistillerConfigError(
                 'SelfDistiller needs aux_sources=dict(<name>=<module path of a shallow stage>, '
@@ -188,6 +189,7 @@ class SelfDistiller(Distiller):
         super().__init__(student, recorders=recorders,
                          student_recorders={**dict(student_recorders or {}), **own},
                          connectors=connectors, losses=losses, dry_run_shape=dry_run_shape,
+                         student_channels_last=student_channels_last,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.aux_names = names
         self.aux_head_cfg = copy.deepcopy(dict(aux_head))

@@ -4,8 +4,10 @@
 By default, one row per result: c / (a + b), its per-batch median and the
 trainable parameters distillation adds. With ``--references``, the files are
 named ``<row>_run<N>.json`` (the row is the name before ``_run<N>``, the
-column run N) and three tables compare each leg with its reference: teacher
+column run N) and four tables compare each leg with its reference: teacher
 inference with the fast path over the teacher as built (``b / r``), the
+student's training step in channels-last over the student as built
+(``a / r``, where the distiller trains it in channels-last), the
 distillation step over the hand-written eager KD step (``c / r``, where the
 run has that leg), each cell the ratio of the medians, then the per-batch
 median and interquartile range; and ``c / (a + b)``. ``--out PAGE`` writes
@@ -26,7 +28,8 @@ from typing import Dict, List
 from mmkd.benchmark.zoo import replace_block
 
 MARKS = ('<!-- fast-path:start -->', '<!-- fast-path:end -->')
-TEACHER, STEP = '(r) teacher inference, plain', '(r) hand-written KD step'
+STUDENT, TEACHER = '(r) student train step, as built', '(r) teacher inference, plain'
+STEP = '(r) hand-written KD step'
 
 
 def row_and_run(path: str) -> tuple:
@@ -49,7 +52,7 @@ def cell(figures: dict, reference_label: str) -> str:
 
 def reference_tables(paths: List[str]) -> str:
     """Runs as columns (files named ``<row>_run<N>.json``): the settings, then
-    ``b / r``, ``c / r`` and ``c / (a + b)`` tables."""
+    ``b / r``, ``a / r``, ``c / r`` and ``c / (a + b)`` tables."""
     runs: Dict[str, Dict[int, dict]] = {}
     for path in sorted(paths):
         row, run = row_and_run(path)
@@ -75,6 +78,8 @@ def reference_tables(paths: List[str]) -> str:
 
     table('Teacher inference with the fast path over the teacher as built (`b / r`):',
           lambda figures: cell(figures, TEACHER))
+    table('Student training step in channels-last over the student as built (`a / r`):',
+          lambda figures: cell(figures, STUDENT))
     table('Distillation step over the hand-written eager KD step (`c / r`):',
           lambda figures: cell(figures, STEP))
     table('Distillation step over its limit (`c / (a + b)`, per batch: median):',

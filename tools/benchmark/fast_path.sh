@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The teacher fast path's figures in docs/benchmark.md: the overhead benchmark, twice, on the
-# KD, OFD and ReviewKD configs (ResNet-56 teacher), and KD once without the frozen graph; the
-# runs one after the other, one thread each; then the tables.
+# The fast paths' figures in docs/benchmark.md: the overhead benchmark, twice, on the KD, OFD
+# and ReviewKD configs (ResNet-56 teacher), KD once without the teacher's frozen graph and once
+# with the student contiguous; the runs one after the other, one thread each; then the tables.
 #
 # Usage: bash tools/benchmark/fast_path.sh [OUT_DIR]   (default work_dirs/fast_path)
 set -euo pipefail
@@ -23,5 +23,9 @@ done
   "${bench[@]}" --cfg-options model.teacher_fast_path.freeze=False \
   --out "$out/kd_resnet56_resnet8_freeze-off_run1.json" \
   > "$out/kd_resnet56_resnet8_freeze-off_run1.log" 2>&1
+"$python" tools/benchmark/distill_overhead.py configs/kd/kd_resnet56_resnet20_fashionmnist.py \
+  "${bench[@]}" --cfg-options model.student_channels_last=False \
+  --out "$out/kd_resnet56_resnet20_student-contiguous_run1.json" \
+  > "$out/kd_resnet56_resnet20_student-contiguous_run1.log" 2>&1
 "$python" tools/analysis/summarize_overheads.py --references "$out"/*_run*.json \
   --out docs/benchmark.md
