@@ -26,7 +26,7 @@ from mmkd.distillers.memory_format import contiguous_only_modules
 from mmkd.distillers.norm_mode import batch_statistics
 from mmkd.registry import MODELS
 
-from conftest import REPO, build_both, kd_model, runner_cfg
+from conftest import REPO, build_both, kd_model, runner_cfg, with_one_box
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'benchmark'))
 from detection_voc_synthetic import VOC_CONFIGS, distill_model, tiny_detector  # noqa: E402
@@ -392,10 +392,7 @@ def test_a_retinanet_teacher_gives_the_plain_teachers_fpn_and_head_records(tmp_p
                         tiny_detector('retinanet'), teacher, teacher['checkpoint'])
     fast, plain = both(Config(dict(model=mse)).model)
     from mmdet.structures.bbox import HorizontalBoxes  # noqa: F401  (mmdet's box types)
-    from mmengine.structures import InstanceData
-    for sample in samples:
-        sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 10., 60., 70.]]),
-                                           labels=torch.tensor([3]))
+    with_one_box(samples)
     found = []
     for model in (fast, plain):
         model.train()

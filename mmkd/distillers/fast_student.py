@@ -27,21 +27,25 @@ parameter's layout), device moves (they keep the format) and exported
 students.
 """
 import warnings
-from typing import Any
+from typing import Any, Dict
 
 import torch
 
-from .fast_teacher import difference, snapshot
+from .fast_teacher import first_difference, snapshot
 from .memory_format import suits_channels_last, to_channels_last, to_standard_format
 
+#: The key of the student's output among its records in the dry-run check
+#: (a record name cannot hold a space).
+_OUTPUT = 'the output'
 
-def _student_values(distiller, inputs: torch.Tensor, samples) -> dict:
+
+def _student_values(distiller, inputs: torch.Tensor, samples) -> Dict[str, Any]:
     """The student's ``tensor`` output and its records on ``inputs`` (the
     teachers' records of the last forward are kept)."""
     out = distiller._forward_nets(inputs, samples, 'tensor', run_teachers=False)
-    values = {'output': snapshot(out)}
-    for name, recorder in distiller.student_records.recorders.items():
-        values[name] = snapshot(recorder.get())
+    values = {name: snapshot(recorder.get())
+              for name, recorder in distiller.student_records.recorders.items()}
+    values[_OUTPUT] = snapshot(out)
     return values
 
 
@@ -50,22 +54,24 @@ def train_in_channels_last(distiller, inputs: torch.Tensor, samples: Any) -> boo
     student and keeps its values (see the module's docstring); whether it did.
 
     Called by :meth:`Distiller._finish_setup` under ``no_grad``, in eval
-    mode, after the dry run (records located, copies decided).
+    mode, after the dry run (records located, copies decided). What is
+    compared is the ``tensor`` forward of the dry run: code that only runs in
+    ``loss`` mode or in training is not (it would fail at the first step;
+    ``student_channels_last=False`` then trains the student as built).
     """
     student = distiller.student
     if not distiller.student_channels_last or not suits_channels_last(student):
         return False
     before = _student_values(distiller, inputs, samples)
-    to_channels_last(student, trained=True)
     try:
+        to_channels_last(student, trained=True)
         after = _student_values(distiller, inputs, samples)
-    except RuntimeError as err:  # e.g. a view of a permuted channels-last tensor
-        why = f'its forward fails on channels-last tensors ({err})'
+    except Exception as err:  # noqa: BLE001  (e.g. a view of a permuted channels-last tensor)
+        why = f'its forward fails on channels-last tensors ({type(err).__name__}: {err})'
     else:
-        why = next((f'{name!r} differs from the contiguous student\'s ({reason})'
-                    for name, value in before.items()
-                    for reason in [difference(value, after.get(name))] if reason is not None),
-                   None)
+        found = first_difference(before, after)
+        why = None if found is None else \
+            f"{found[0]!r} differs from the contiguous student's ({found[1]})"
     if why is None:
         return True
     to_standard_format(student)

@@ -87,6 +87,7 @@ from mmkd.recorders import (
 from .errors import DistillerConfigError
 from .memory_format import (
     channels_last_input,
+    is_channels_last,
     suits_channels_last,
     to_channels_last,
     to_standard_format,
@@ -746,7 +747,6 @@ class TeacherFastPath:
     Attributes:
         name: The teacher's name.
         pairs: The folded (conv, BN) pairs.
-        channels_last: Whether the teacher runs in channels-last format.
         compiled: Paths of the compiled parts.
         frozen: Paths of the parts run as frozen inference graphs.
         build_seconds: Time of the compiled or frozen parts' first calls.
@@ -756,7 +756,6 @@ class TeacherFastPath:
         self.net = net
         self.name = name
         self.pairs: List[FoldPair] = []
-        self.channels_last = False
         self.compiled: List[str] = []
         self.frozen: List[str] = []
         #: The recorded modules (``None``: a record of unknown kind), and whether
@@ -766,9 +765,15 @@ class TeacherFastPath:
         self.build_seconds = 0.0
         self._build_reported = False
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether the teacher runs in channels-last format (the net's own mark,
+        :func:`~mmkd.distillers.memory_format.is_channels_last`)."""
+        return is_channels_last(self.net)
+
     def __deepcopy__(self, memo) -> 'TeacherFastPath':  # for a copy of the net
         fast = TeacherFastPath(memo.get(id(self.net), self.net), self.name)
-        fast.pairs, fast.channels_last = list(self.pairs), self.channels_last
+        fast.pairs = list(self.pairs)
         fast.compiled, fast.frozen = list(self.compiled), list(self.frozen)
         return fast
 
@@ -799,7 +804,6 @@ class TeacherFastPath:
             fast.pairs = fold_pairs(net, find_foldable_pairs(net, forward, spots))
         if settings['channels_last'] and suits_channels_last(net):
             to_channels_last(net)
-            fast.channels_last = True
         net.register_forward_pre_hook(_BeforeTeacherForward(fast), with_kwargs=True)
         net.register_load_state_dict_post_hook(_RefoldAfterLoad())
         # A record of unknown kind may read inside any part: then no part is replaced.
@@ -842,7 +846,7 @@ class TeacherFastPath:
     def remove(self) -> None:
         """Undo everything: the teacher computes as it was built."""
         remove_fast_path(self.net)
-        self.pairs, self.channels_last, self.compiled, self.frozen = [], False, [], []
+        self.pairs, self.compiled, self.frozen = [], [], []
 
     def describe(self) -> str:
         """What the fast path does, in words."""
@@ -911,6 +915,15 @@ def difference(plain, fast) -> Optional[str]:
     return None
 
 
+def first_difference(before: Mapping[str, Any], after: Mapping[str, Any]
+                     ) -> Optional[tuple]:
+    """The first ``(name, why)`` where ``after[name]`` is not ``before[name]``
+    up to round-off (:func:`difference`), or ``None`` where all agree."""
+    return next(((name, reason) for name, value in before.items()
+                 for reason in [difference(value, after.get(name))] if reason is not None),
+                None)
+
+
 def teacher_records(distiller) -> Dict[str, Dict[str, Any]]:
     """Copies of every teacher record of the last forward, by teacher and name."""
     found = {}
@@ -973,9 +986,7 @@ def accelerate_teachers(distiller, inputs: torch.Tensor, samples) -> None:
         after = teacher_records(distiller)
         failed = []
         for teacher in pending:
-            why = next(((record, reason) for record, value in before[teacher.name].items()
-                        for reason in [difference(value, after[teacher.name].get(record))]
-                        if reason is not None), None)
+            why = first_difference(before[teacher.name], after[teacher.name])
             if teacher.fast_path is None or why is None:
                 continue
             last = attempt == len(attempts) - 1

@@ -38,8 +38,10 @@ def suits_channels_last(net: nn.Module) -> bool:
 class _ContiguousInput:
     """A conv's forward pre-hook: its input in the contiguous format."""
 
-    def __call__(self, _module: nn.Module, args: tuple):
-        return (args[0].contiguous(),) + tuple(args[1:])
+    def __call__(self, _module: nn.Module, args: tuple, kwargs: dict):
+        if args:
+            return (args[0].contiguous(),) + tuple(args[1:]), kwargs
+        return args, {k: v.contiguous() if k == 'input' else v for k, v in kwargs.items()}
 
 
 def _strided_pointwise(module: nn.Module) -> bool:
@@ -62,14 +64,14 @@ def to_channels_last(net: nn.Module, trained: bool = False) -> None:
             with "double free or corruption"); the contiguous kernel is sound.
             ``tools/analysis/channels_last_sweep.py`` finds such cases.
     """
+    net.__dict__[_CHANNELS_LAST] = True  # first: a failed conversion is undone as a whole
     net.to(memory_format=torch.channels_last)
-    net.__dict__[_CHANNELS_LAST] = True
     if not trained:
         return
     for module in net.modules():
         if _strided_pointwise(module):
             module.to(memory_format=torch.contiguous_format)
-            module.register_forward_pre_hook(_ContiguousInput())
+            module.register_forward_pre_hook(_ContiguousInput(), with_kwargs=True)
 
 
 def to_standard_format(net: nn.Module) -> bool:
@@ -81,6 +83,7 @@ def to_standard_format(net: nn.Module) -> bool:
         hooks = module._forward_pre_hooks
         for key in [k for k, h in hooks.items() if isinstance(h, _ContiguousInput)]:
             del hooks[key]
+            module._forward_pre_hooks_with_kwargs.pop(key, None)
     return True
 
 
@@ -98,12 +101,14 @@ def channels_last_input(value: Any) -> Any:
 
 def standard_layout(value: Any) -> Any:
     """A record of a channels-last net in the usual layout: 4-D tensors
-    contiguous (a differentiable copy where they are not), in lists and
-    tuples too; anything else as it is."""
+    contiguous (a differentiable copy where they are not), in lists, tuples
+    and mappings too; anything else as it is."""
     if isinstance(value, torch.Tensor):
         return value.contiguous() if value.dim() == 4 else value
     if isinstance(value, (list, tuple)):
         return type(value)(standard_layout(v) for v in value)
+    if isinstance(value, Mapping):
+        return {key: standard_layout(v) for key, v in value.items()}
     return value
 
 

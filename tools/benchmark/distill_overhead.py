@@ -41,6 +41,7 @@ from mmkd.benchmark import (
     time_legs,
 )
 from mmkd.distillers import build_model_from_config, load_config
+from mmkd.distillers.memory_format import to_channels_last
 from mmkd.engine import mixed_precision_cfg
 from mmkd.utils import register_all_modules
 
@@ -109,7 +110,9 @@ def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
         amp: Mixed precision: the config's optim wrapper through
             :func:`~mmkd.engine.mixed_precision_cfg` (bf16 autocast on CPU);
             inference legs autocast alike.
-        channels_last: Nets (and so their activations) in channels-last.
+        channels_last: Every net (and so its activations) in channels-last
+            (without it: as the model sets it; a distiller trains its student
+            in channels-last and its teachers' fast path may use it).
         device: Default: the device MMEngine would train on.
         max_batches: Distinct batches loaded (reused cyclically).
         memory: Also measure each leg's peak memory (one untimed call each).
@@ -135,8 +138,8 @@ def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmkd')):
         batches = load_batches(cfg, min(max_batches, warmup + iters), batch_size)
         model = build_model_from_config(cfg).to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        if channels_last:  # strided 1x1 convs kept contiguous (see to_channels_last)
+            to_channels_last(model, trained=True)
         optim_cfg = copy.deepcopy(cfg.optim_wrapper.to_dict() if hasattr(
             cfg.optim_wrapper, 'to_dict') else dict(cfg.optim_wrapper))
         amp_dtype = None
@@ -155,7 +158,8 @@ def measure_overhead(cfg: Union[str, Config], batch_size: Optional[int] = None,
     settings = dict(device=device, threads=torch.get_num_threads(), batch_size=size,
                     warmup=warmup, iters=iters,
                     precision=f'autocast {amp_dtype}'.replace('torch.', '') if amp else 'fp32',
-                    memory_format='channels_last' if channels_last else 'contiguous', clock=clock)
+                    memory_format='every net channels-last' if channels_last else
+                    'as the model sets it', clock=clock)
     return OverheadResult(path, results, count_parameters(model), settings)
 
 
@@ -168,7 +172,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision (bf16 autocast on CPU, AmpOptimWrapper on GPU)')
     parser.add_argument('--channels-last', action='store_true',
-                        help='nets in channels-last memory format')
+                        help='every net in channels-last memory format (default: as the '
+                        'model sets it)')
     parser.add_argument('--threads', type=int, help='torch intra-op threads (default: as set)')
     parser.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
                         help='time legs by elapsed (wall) or CPU time of the process (cpu: '
