@@ -58,6 +58,21 @@ def batch(n: int = 16, seed: int = 0) -> dict:
                 data_samples=[DataSample().set_gt_label(int(y)) for y in labels])
 
 
+def assert_same_gradients(fast: nn.Module, plain: nn.Module, tolerance: float = 1e-4) -> None:
+    """Every trained parameter's gradient (student and connectors) agrees up to
+    round-off, relative to the largest entry of each."""
+    trained = [(name, a, b) for (name, a), b in zip(fast.named_parameters(),
+                                                   plain.parameters()) if a.requires_grad]
+    assert any(name.startswith('connectors.') for name, _, _ in trained) or \
+        not len(fast.connectors)
+    for name, a, b in trained:
+        assert (a.grad is None) == (b.grad is None), name
+        if b.grad is not None:
+            scale = float(b.grad.abs().max())
+            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=tolerance * scale,
+                                       msg=name)
+
+
 def feature_kd(trained: dict, **overrides) -> dict:
     """KD on the logits plus a FitNets hint on the last stage (4-D records)."""
     return kd_model(
@@ -81,7 +96,11 @@ def test_a_classifier_student_trains_in_channels_last_with_the_contiguous_studen
         memory_format=CHANNELS_LAST) and not conv.weight.is_contiguous()
     assert not is_channels_last(plain.student) and plain.student.backbone.layer1[0].conv1 \
         .weight.is_contiguous()
-    # The losses read the student's 4-D records in the usual layout.
+    # The connector trains in channels-last format too (it follows the setting).
+    assert is_channels_last(fast.connectors['feat_s'])
+    assert not is_channels_last(plain.connectors['feat_s'])
+    # The losses read the student's 4-D records, and the connector's output, in the usual
+    # layout.
     for distiller in (fast, plain):  # in eval mode: no BN statistics move
         distiller.eval()
         data = distiller.data_preprocessor(batch(), True)
@@ -94,9 +113,7 @@ def test_a_classifier_student_trains_in_channels_last_with_the_contiguous_studen
         data = distiller.data_preprocessor(batch(), True)
         losses = distiller(data['inputs'], data['data_samples'], mode='loss')
         sum(losses.values()).backward()
-    for (name, a), b in zip(fast.student.named_parameters(), plain.student.parameters()):
-        scale = float(b.grad.abs().max())
-        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-4 * scale, msg=name)
+    assert_same_gradients(fast, plain)
     for distiller in (fast, plain):
         distiller.zero_grad()
     # ... and the same losses along three SGD steps.
@@ -165,6 +182,100 @@ def test_a_student_that_fails_on_channels_last_tensors_keeps_its_format(tiny_tea
     assert not is_channels_last(off.student)
     with pytest.raises(DistillerConfigError, match='student_channels_last must be True or False'):
         MODELS.build(dict(kd_model(tiny_teacher), student_channels_last='yes'))
+
+
+def review_kd(trained: dict) -> dict:
+    """Knowledge Review on the tiny nets, wired as configs/reviewkd: ABFs and the HCL loss."""
+    levels = dict(student=['student.feats', 'student.pooled'],
+                  teacher=['teacher.feats', 'teacher.pooled'])
+    return kd_model(
+        trained,
+        recorders=dict(pooled=dict(type='ModuleOutputs', source='neck', item=-1, as_map=True)),
+        student_recorders=dict(feats=dict(type='StageFeatures', pre_relu=False)),
+        teacher_recorders=dict(feats=dict(type='StageFeatures', pre_relu=True)),
+        connectors=dict(review=dict(type='ReviewKDConnector', input=levels['student'],
+                                    like=levels['teacher'])),
+        losses=dict(loss_review=dict(type='HCLLoss', student='review',
+                                     teacher=levels['teacher'], loss_weight=0.6)))
+
+
+def vid(trained: dict) -> dict:
+    """VID on the tiny nets, wired as configs/vid: one regressor per stage, each
+    returning a named tuple (mean, variance)."""
+    return kd_model(
+        trained,
+        recorders=dict(feats=dict(type='StageFeatures', pre_relu=False)),
+        connectors=dict(vid=dict(type='ConnectorList', connector=dict(type='VIDRegressor'),
+                                 input='student.feats', like='teacher.feats')),
+        losses=dict(loss_vid=dict(type='VIDLoss', student='vid', teacher='teacher.feats',
+                                  loss_weight=1.0)))
+
+
+def four_d_tensors(value) -> list:
+    if isinstance(value, torch.Tensor):
+        return [value] if value.dim() == 4 else []
+    return [t for item in value for t in four_d_tensors(item)]
+
+
+@pytest.mark.parametrize('method', [review_kd, vid], ids=['reviewkd', 'vid'])
+def test_connectors_train_in_channels_last_with_the_contiguous_ones_losses_and_gradients(
+        tiny_teacher, method):
+    fast, plain = both(method(tiny_teacher))
+    (name, connector), = fast.connectors.items()
+    convs = [m for m in connector.modules() if isinstance(m, nn.Conv2d)]
+    assert is_channels_last(connector) and not is_channels_last(plain.connectors[name])
+    # A 1x1 weight's layouts differ in their strides only (is_contiguous holds for both).
+    assert all(c.weight.stride() == torch.empty(c.weight.shape, memory_format=CHANNELS_LAST)
+               .stride() != torch.empty(c.weight.shape).stride() for c in convs)
+    (loss_name,) = fast.distill_losses
+    # The comparison is of the connectors: both students contiguous (VID's loss, about 2e4
+    # here, makes the student's own round-off in channels-last 1e-3 of its largest gradient).
+    to_standard_format(fast.student)
+    found = []
+    for distiller in (fast, plain):
+        distiller.eval()  # the loss reads the connector's outputs in the usual layout
+        data = distiller.data_preprocessor(batch(), True)
+        seen = distiller.distillation_inputs(data['inputs'], data['data_samples'])
+        outputs = four_d_tensors(seen[loss_name]['student'])
+        assert outputs and all(t.is_contiguous() for t in outputs)
+        distiller.train()
+        losses = distiller(data['inputs'], data['data_samples'], mode='loss')
+        sum(losses.values()).backward()
+        found.append(losses)
+    for key, value in found[1].items():
+        torch.testing.assert_close(found[0][key], value, rtol=1e-4, atol=1e-6, msg=key)
+    assert_same_gradients(fast, plain)
+
+
+class _FlattenedConnector(nn.Module):
+    """A 1x1 conv connector written for contiguous maps: ``view(n, -1)`` of its
+    channels-last output fails."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.view(len(y), -1).view(y.shape)
+
+
+def test_connectors_that_fail_on_channels_last_tensors_keep_their_format(tiny_teacher):
+    if 'FlattenedConnector' not in MODELS:
+        MODELS.register_module('FlattenedConnector', module=_FlattenedConnector)
+    model = feature_kd(tiny_teacher)
+    model['connectors'] = dict(feat_s=dict(type='FlattenedConnector', input='student.feat',
+                                           like='teacher.feat'))
+    with pytest.warns(UserWarning, match='connectors: in channels-last format, the forward '
+                                         'fails'):
+        distiller = MODELS.build(model)
+    assert is_channels_last(distiller.student)  # the student's own check passed
+    conv = distiller.connectors['feat_s'].conv
+    assert not is_channels_last(distiller.connectors['feat_s']) and conv.weight.is_contiguous()
+    before = conv.weight.detach().clone()
+    cfg = dict(optimizer=dict(type='SGD', lr=0.05))
+    distiller.train_step(batch(), build_optim_wrapper(distiller, cfg))  # trains as built
+    assert not torch.equal(conv.weight, before)
 
 
 def test_a_retinanet_student_trains_in_channels_last_a_faster_rcnn_one_does_not(tmp_path):

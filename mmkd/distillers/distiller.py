@@ -16,10 +16,10 @@ from mmkd.registry import MODELS
 
 from .builder import build_model_from_cfg, model_cfg_from
 from .errors import DistillerConfigError
-from .fast_student import train_in_channels_last
+from .fast_student import train_connectors_in_channels_last, train_in_channels_last
 from .fast_teacher import accelerate_teachers, fast_path_settings
 from .loss_scales import LossScales
-from .memory_format import record_reader
+from .memory_format import output_reader, record_reader
 from .nets import STUDENT, TEACHER, DistillationModel, Net
 from .recipe import apply_recipe, collect_levels, expand_per_level, resolve_values
 from .references import ConnectorRef, RecordRef, Reference, Resolver, describe, parse_reference
@@ -153,8 +153,9 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             folded into convs, channels-last, the record-free backbone as a
             frozen inference graph), ``False``, or
             ``dict(fold_bn=..., channels_last=..., freeze=..., compile=...)``.
-        student_channels_last: Train a convolutional student in channels-last
-            memory format (default ``True``; checked on the dry run,
+        student_channels_last: Train a convolutional student, and the
+            convolutional connectors, in channels-last memory format (default
+            ``True``; each checked on the dry run,
             :mod:`mmkd.distillers.fast_student`).
         dry_run_shape: (C, H, W) of the dry-run input; channels default to
             the student's first conv, size to 64 x 64.
@@ -375,6 +376,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
                 self.train(False)
                 self.loss_scales = LossScales(self.distill_losses)
                 self._check_losses(resolve)
+                train_connectors_in_channels_last(self)
         finally:
             self._dry_running = False
             self.train(was_training)
@@ -473,7 +475,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
     def _resolver(self) -> Resolver:
         records = self.records
         return Resolver(record_reader(records, self._cached_records),
-                        self.connectors, self.connector_inputs)
+                        self.connectors, self.connector_inputs, output_reader)
 
     def _running_teachers(self) -> List[FrozenTeacher]:
         return [t for t in self.frozen_teachers.values() if t.runs]

@@ -1,4 +1,4 @@
-"""Channels-last training of the student.
+"""Channels-last training of the student and of its connectors.
 
 A convolutional student trains faster with its weights, and so its
 activations and gradients, in channels-last memory format: on the CPU
@@ -20,6 +20,15 @@ contiguous format, with a warning. Its records are read in the usual layout
 (:func:`~mmkd.distillers.memory_format.record_reader`), so losses and
 connectors see what they would see without it.
 
+The connectors (FitNets' regressor, OFD's 1x1 conv + BN, ReviewKD's ABFs,
+...) are trained with the student and gain the same way
+(:func:`train_connectors_in_channels_last`): on the CPU measured, ReviewKD's
+review path (forward and backward) took about 0.78 of its contiguous time.
+They are put in channels-last format together once they are built, and kept
+there where every connector's output on the dry run equals the contiguous
+one's; their outputs too are read in the usual layout, so losses see what
+they would see without it.
+
 What stays the same: the ``state_dict`` (values; tensors are saved with
 their strides and load into a contiguous net as well), the optimizer (its
 state takes each parameter's layout), DDP (gradients take their
@@ -27,12 +36,14 @@ parameter's layout), device moves (they keep the format) and exported
 students.
 """
 import warnings
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Sequence
 
 import torch
+from torch import nn
 
 from .fast_teacher import first_difference, snapshot
 from .memory_format import suits_channels_last, to_channels_last, to_standard_format
+from .references import ConnectorRef
 
 #: The key of the student's output among its records in the dry-run check
 #: (a record name cannot hold a space).
@@ -49,6 +60,39 @@ def _student_values(distiller, inputs: torch.Tensor, samples) -> Dict[str, Any]:
     return values
 
 
+def _connector_values(distiller) -> Dict[str, Any]:
+    """Every connector's output on the records of the last forward, as losses read it."""
+    resolve = distiller._resolver()
+    return {name: snapshot(resolve(ConnectorRef(name))) for name in distiller.connectors}
+
+
+def _keep_if_equal(what: str, modules: Sequence[nn.Module],
+                   values: Callable[[], Dict[str, Any]], undo_hint: str) -> bool:
+    """Put ``modules`` in channels-last format (as trained nets) and keep them
+    so where ``values()`` stays the same up to round-off and raises nothing;
+    otherwise put them back, call ``values()`` once more and warn. Whether
+    they stay in channels-last format."""
+    before = values()
+    try:
+        for module in modules:
+            to_channels_last(module, trained=True)
+        after = values()
+    except Exception as err:  # noqa: BLE001  (e.g. a view of a permuted channels-last tensor)
+        why = f'the forward fails on channels-last tensors ({type(err).__name__}: {err})'
+    else:
+        found = first_difference(before, after)
+        why = None if found is None else \
+            f'{found[0]!r} differs from the contiguous value ({found[1]})'
+    if why is None:
+        return True
+    for module in modules:
+        to_standard_format(module)
+    values()  # the values of the modules as built, again
+    warnings.warn(f'{what}: in channels-last format, {why}; trained in the contiguous format '
+                  f'instead ({undo_hint} says so and skips this check).')
+    return False
+
+
 def train_in_channels_last(distiller, inputs: torch.Tensor, samples: Any) -> bool:
     """Put the distiller's student in channels-last format where it suits the
     student and keeps its values (see the module's docstring); whether it did.
@@ -62,20 +106,23 @@ def train_in_channels_last(distiller, inputs: torch.Tensor, samples: Any) -> boo
     student = distiller.student
     if not distiller.student_channels_last or not suits_channels_last(student):
         return False
-    before = _student_values(distiller, inputs, samples)
-    try:
-        to_channels_last(student, trained=True)
-        after = _student_values(distiller, inputs, samples)
-    except Exception as err:  # noqa: BLE001  (e.g. a view of a permuted channels-last tensor)
-        why = f'its forward fails on channels-last tensors ({type(err).__name__}: {err})'
-    else:
-        found = first_difference(before, after)
-        why = None if found is None else \
-            f"{found[0]!r} differs from the contiguous student's ({found[1]})"
-    if why is None:
-        return True
-    to_standard_format(student)
-    _student_values(distiller, inputs, samples)  # the records of the student as built, again
-    warnings.warn(f'student: in channels-last format, {why}; it trains in the contiguous '
-                  'format (student_channels_last=False says so and skips this check).')
-    return False
+    return _keep_if_equal('student', [student],
+                          lambda: _student_values(distiller, inputs, samples),
+                          'student_channels_last=False')
+
+
+def train_connectors_in_channels_last(distiller) -> bool:
+    """Put the distiller's convolutional connectors in channels-last format,
+    all of them or none, where their outputs keep their values; whether it did.
+
+    Called by :meth:`Distiller._finish_setup` under ``no_grad``, in eval
+    mode, once the connectors are built and the losses checked on the dry
+    run's records. It follows ``student_channels_last`` (also where the
+    student itself stayed contiguous): the connectors read the student's
+    records in the usual layout either way.
+    """
+    chosen = [c for c in distiller.connectors.values() if suits_channels_last(c)]
+    if not distiller.student_channels_last or not chosen:
+        return False
+    return _keep_if_equal('connectors', chosen, lambda: _connector_values(distiller),
+                          'student_channels_last=False')

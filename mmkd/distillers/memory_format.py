@@ -5,9 +5,10 @@ on GPUs with tensor cores. A net whose 4-D weights are channels-last
 computes the same function: its convolutions then give channels-last
 outputs whatever layout their input has. Both the teachers' fast path
 (:mod:`.fast_teacher`) and the student's (:mod:`.fast_student`) use what is
-here; the records of a channels-last net are read in the usual, contiguous
-layout (:func:`standard_layout`), so a loss sees the tensors it would see
-without either.
+here; the records of a channels-last net, and the outputs of a
+channels-last connector, are read in the usual, contiguous layout
+(:func:`standard_layout`), so a loss sees the tensors it would see without
+either.
 """
 from typing import Any, Callable, List, Mapping, Optional
 
@@ -105,11 +106,19 @@ def standard_layout(value: Any) -> Any:
     and mappings too; anything else as it is."""
     if isinstance(value, torch.Tensor):
         return value.contiguous() if value.dim() == 4 else value
+    if isinstance(value, tuple) and hasattr(value, '_fields'):  # a named tuple
+        return type(value)(*(standard_layout(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(standard_layout(v) for v in value)
     if isinstance(value, Mapping):
         return {key: standard_layout(v) for key, v in value.items()}
     return value
+
+
+def output_reader(module: nn.Module, output: Any) -> Any:
+    """The output of ``module`` (a connector) as its readers see it: in the
+    usual layout (:func:`standard_layout`) where the module is channels-last."""
+    return standard_layout(output) if is_channels_last(module) else output
 
 
 def record_reader(records: Mapping[str, Any],

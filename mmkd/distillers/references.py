@@ -1,6 +1,6 @@
 """References: what a connector or a loss argument reads, and their one resolver."""
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Dict, List, Mapping, Union
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Union
 
 from torch import nn
 
@@ -95,13 +95,17 @@ class Resolver:
         connectors: Connector modules by name (may still be filling up while
             a distiller builds them in order).
         connector_inputs: The reference each connector reads.
+        read_output: Given a connector and its output, the value that
+            references to it read (default: the output as it is).
     """
 
     def __init__(self, read_record: Callable[[RecordRef], Any],
-                 connectors: Mapping[str, nn.Module], connector_inputs: Mapping[str, Reference]):
+                 connectors: Mapping[str, nn.Module], connector_inputs: Mapping[str, Reference],
+                 read_output: Optional[Callable[[nn.Module, Any], Any]] = None):
         self.read_record = read_record
         self.connectors = connectors
         self.connector_inputs = connector_inputs
+        self.read_output = read_output or (lambda _connector, output: output)
         self._cache: Dict[Union[RecordRef, ConnectorRef], Any] = {}
 
     def __call__(self, ref: Reference) -> Any:
@@ -114,7 +118,8 @@ class Resolver:
                         f'connector {ref.name!r} is used before it is defined; list connectors '
                         'in the order they feed each other.')
                 connector = self.connectors[ref.name]
-                self._cache[ref] = connector(self(self.connector_inputs[ref.name]))
+                self._cache[ref] = self.read_output(
+                    connector, connector(self(self.connector_inputs[ref.name])))
             else:
                 self._cache[ref] = self.read_record(ref)
         return self._cache[ref]

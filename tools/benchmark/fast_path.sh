@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fast paths' figures in docs/benchmark.md: the overhead benchmark, twice, on the KD, OFD
-# and ReviewKD configs (ResNet-56 teacher), KD once without the teacher's frozen graph and once
-# with the student contiguous; the runs one after the other, one thread each; then the tables.
+# and ReviewKD configs (ResNet-56 teacher), KD once without the teacher's frozen graph, KD and
+# ReviewKD once with the student (and ReviewKD's ABFs) contiguous; the runs one after the other,
+# one thread each; then the tables.
 #
 # Usage: bash tools/benchmark/fast_path.sh [OUT_DIR]   (default work_dirs/fast_path)
 set -euo pipefail
@@ -27,5 +28,9 @@ done
   "${bench[@]}" --cfg-options model.student_channels_last=False \
   --out "$out/kd_resnet56_resnet20_student-contiguous_run1.json" \
   > "$out/kd_resnet56_resnet20_student-contiguous_run1.log" 2>&1
+"$python" tools/benchmark/distill_overhead.py configs/reviewkd/reviewkd_resnet56_resnet8_fashionmnist.py \
+  "${bench[@]}" --cfg-options model.student_channels_last=False \
+  --out "$out/reviewkd_resnet56_resnet8_contiguous_run1.json" \
+  > "$out/reviewkd_resnet56_resnet8_contiguous_run1.log" 2>&1
 "$python" tools/analysis/summarize_overheads.py --references "$out"/*_run*.json \
   --out docs/benchmark.md
