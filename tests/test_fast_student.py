@@ -58,6 +58,13 @@ def batch(n: int = 16, seed: int = 0) -> dict:
                 data_samples=[DataSample().set_gt_label(int(y)) for y in labels])
 
 
+def has_channels_last_strides(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` has channels-last strides (a 1x1 weight's layouts differ in
+    their strides only: is_contiguous holds for both)."""
+    return weight.stride() == torch.empty(weight.shape, memory_format=CHANNELS_LAST).stride() \
+        != torch.empty(weight.shape).stride()
+
+
 def assert_same_gradients(fast: nn.Module, plain: nn.Module, tolerance: float = 1e-4) -> None:
     """Every trained parameter's gradient (student and connectors) agrees up to
     round-off, relative to the largest entry of each."""
@@ -132,8 +139,8 @@ def test_a_classifier_student_trains_in_channels_last_with_the_contiguous_studen
 def test_a_trained_run_resumes_and_exports_a_plain_student(tiny_teacher, fashion_mnist_root,
                                                            tmp_path):
     """Checkpoints of a channels-last student resume bit for bit and load into a
-    plain, contiguous mmpretrain classifier."""
-    model = kd_model(tiny_teacher)
+    plain, contiguous mmpretrain classifier; so do its channels-last connectors."""
+    model = feature_kd(tiny_teacher)
     work = str(tmp_path / 'full')
     Runner.from_cfg(Config(runner_cfg(work, fashion_mnist_root, model, epochs=2))).train()
     half = tmp_path / 'half'
@@ -145,6 +152,7 @@ def test_a_trained_run_resumes_and_exports_a_plain_student(tiny_teacher, fashion
     runner.train()
     conv = runner.model.student.backbone.layer2[0].conv2.weight  # trained in channels-last
     assert conv.is_contiguous(memory_format=CHANNELS_LAST) and not conv.is_contiguous()
+    assert has_channels_last_strides(runner.model.connectors['feat_s'].conv.weight)
     full = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)['state_dict']
     resumed = torch.load(half / 'epoch_2.pth', weights_only=False)['state_dict']
     for key in full:
@@ -169,17 +177,20 @@ class _FlattenWithView(nn.Module):
 def test_a_student_that_fails_on_channels_last_tensors_keeps_its_format(tiny_teacher):
     if 'FlattenWithViewNeck' not in PRETRAIN_MODELS:
         PRETRAIN_MODELS.register_module('FlattenWithViewNeck', module=_FlattenWithView)
-    model = kd_model(tiny_teacher)
+    model = feature_kd(tiny_teacher)
     model['student'] = dict(model['student'], neck=dict(type='FlattenWithViewNeck'))
     with pytest.warns(UserWarning, match='fails on channels-last tensors'):
         distiller = MODELS.build(model)
     assert not is_channels_last(distiller.student)
     assert distiller.student.backbone.layer1[0].conv1.weight.is_contiguous()
+    # Its connector stays contiguous too: it follows the student.
+    assert not is_channels_last(distiller.connectors['feat_s'])
+    assert not has_channels_last_strides(distiller.connectors['feat_s'].conv.weight)
     cfg = dict(optimizer=dict(type='SGD', lr=0.05))
     distiller.train_step(batch(), build_optim_wrapper(distiller, cfg))  # trains as built
 
-    off = MODELS.build(dict(kd_model(tiny_teacher), student_channels_last=False))
-    assert not is_channels_last(off.student)
+    off = MODELS.build(dict(feature_kd(tiny_teacher), student_channels_last=False))
+    assert not is_channels_last(off.student) and not is_channels_last(off.connectors['feat_s'])
     with pytest.raises(DistillerConfigError, match='student_channels_last must be True or False'):
         MODELS.build(dict(kd_model(tiny_teacher), student_channels_last='yes'))
 
@@ -224,9 +235,7 @@ def test_connectors_train_in_channels_last_with_the_contiguous_ones_losses_and_g
     (name, connector), = fast.connectors.items()
     convs = [m for m in connector.modules() if isinstance(m, nn.Conv2d)]
     assert is_channels_last(connector) and not is_channels_last(plain.connectors[name])
-    # A 1x1 weight's layouts differ in their strides only (is_contiguous holds for both).
-    assert all(c.weight.stride() == torch.empty(c.weight.shape, memory_format=CHANNELS_LAST)
-               .stride() != torch.empty(c.weight.shape).stride() for c in convs)
+    assert all(has_channels_last_strides(c.weight) for c in convs)
     (loss_name,) = fast.distill_losses
     # The comparison is of the connectors: both students contiguous (VID's loss, about 2e4
     # here, makes the student's own round-off in channels-last 1e-3 of its largest gradient).
@@ -264,14 +273,18 @@ def test_connectors_that_fail_on_channels_last_tensors_keep_their_format(tiny_te
     if 'FlattenedConnector' not in MODELS:
         MODELS.register_module('FlattenedConnector', module=_FlattenedConnector)
     model = feature_kd(tiny_teacher)
-    model['connectors'] = dict(feat_s=dict(type='FlattenedConnector', input='student.feat',
-                                           like='teacher.feat'))
+    model['connectors'] = dict(
+        feat_s=dict(type='FlattenedConnector', input='student.feat', like='teacher.feat'),
+        feat_bn=dict(type='ConvBNConnector', input='student.feat', like='teacher.feat'))
     with pytest.warns(UserWarning, match='connectors: in channels-last format, the forward '
                                          'fails'):
         distiller = MODELS.build(model)
     assert is_channels_last(distiller.student)  # the student's own check passed
     conv = distiller.connectors['feat_s'].conv
-    assert not is_channels_last(distiller.connectors['feat_s']) and conv.weight.is_contiguous()
+    for connector in distiller.connectors.values():  # all of them or none
+        assert not is_channels_last(connector)
+        assert not any(has_channels_last_strides(p) for p in connector.parameters()
+                       if p.dim() == 4)
     before = conv.weight.detach().clone()
     cfg = dict(optimizer=dict(type='SGD', lr=0.05))
     distiller.train_step(batch(), build_optim_wrapper(distiller, cfg))  # trains as built

@@ -153,7 +153,7 @@ class Distiller(DistillationModel, metaclass=_SetupAfterInit):
             folded into convs, channels-last, the record-free backbone as a
             frozen inference graph), ``False``, or
             ``dict(fold_bn=..., channels_last=..., freeze=..., compile=...)``.
-        student_channels_last: Train a convolutional student, and the
+        student_channels_last: Train a convolutional student, and then the
             convolutional connectors, in channels-last memory format (default
             ``True``; each checked on the dry run,
             :mod:`mmkd.distillers.fast_student`).

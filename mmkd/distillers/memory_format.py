@@ -101,11 +101,12 @@ def channels_last_input(value: Any) -> Any:
 
 
 def standard_layout(value: Any) -> Any:
-    """A record of a channels-last net in the usual layout: 4-D tensors
-    contiguous (a differentiable copy where they are not), in lists, tuples
-    and mappings too; anything else as it is."""
+    """A record of a channels-last net in the usual layout: tensors of any
+    rank contiguous (a differentiable copy where they are not: a
+    ``flatten(2)`` of a channels-last map is not), in lists, tuples, named
+    tuples and mappings too; anything else as it is."""
     if isinstance(value, torch.Tensor):
-        return value.contiguous() if value.dim() == 4 else value
+        return value.contiguous()
     if isinstance(value, tuple) and hasattr(value, '_fields'):  # a named tuple
         return type(value)(*(standard_layout(v) for v in value))
     if isinstance(value, (list, tuple)):
