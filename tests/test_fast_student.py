@@ -24,6 +24,7 @@ from mmkd.distillers.memory_format import (
     suits_channels_last,
     to_standard_format,
 )
+from mmkd.distillers.teacher import indexed_tensors
 from mmkd.registry import MODELS
 
 from conftest import REPO, build_both, kd_model, runner_cfg, with_one_box
@@ -223,9 +224,7 @@ def vid(trained: dict) -> dict:
 
 
 def four_d_tensors(value) -> list:
-    if isinstance(value, torch.Tensor):
-        return [value] if value.dim() == 4 else []
-    return [t for item in value for t in four_d_tensors(item)]
+    return [tensor for _, tensor in indexed_tensors(value) if tensor.dim() == 4]
 
 
 @pytest.mark.parametrize('method', [review_kd, vid], ids=['reviewkd', 'vid'])

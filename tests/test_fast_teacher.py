@@ -24,6 +24,7 @@ from mmkd.distillers.fast_teacher import (
 )
 from mmkd.distillers.memory_format import contiguous_only_modules
 from mmkd.distillers.norm_mode import batch_statistics
+from mmkd.distillers.teacher import indexed_tensors
 from mmkd.registry import MODELS
 
 from conftest import REPO, build_both, kd_model, runner_cfg, with_one_box
@@ -66,9 +67,7 @@ def both(model: dict) -> tuple:
 
 def tensors(value) -> list:
     """The tensors of a record (a tensor, or nested lists and tuples of them)."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    return [t for item in value for t in tensors(item)]
+    return [tensor for _, tensor in indexed_tensors(value)]
 
 
 def records_of(distiller, inputs, samples=None) -> dict:

@@ -92,7 +92,7 @@ from .memory_format import (
     to_channels_last,
     to_standard_format,
 )
-from .teacher import indexed_tensors
+from .teacher import indexed_tensors, map_tensors
 
 #: The fast path's settings and their defaults (chosen by measurement, docs/benchmark.md).
 FAST_PATH_DEFAULTS = dict(fold_bn=True, channels_last=True, freeze=True, compile=False)
@@ -883,13 +883,7 @@ def plain_copy(net: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------------------- distillers
 def snapshot(value):
     """A detached copy of a record's value (tensors in lists and mappings too)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, (list, tuple)):
-        return [snapshot(v) for v in value]
-    if isinstance(value, Mapping):
-        return {key: snapshot(v) for key, v in value.items()}
-    return value
+    return map_tensors(lambda tensor: tensor.detach().clone(), value)
 
 
 def difference(plain, fast) -> Optional[str]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .references import RecordRef
+from .teacher import map_tensors
 
 #: Marks a net that the distiller put in channels-last format (and may put back).
 _CHANNELS_LAST = '_mmkd_channels_last'
@@ -105,15 +106,7 @@ def standard_layout(value: Any) -> Any:
     rank contiguous (a differentiable copy where they are not: a
     ``flatten(2)`` of a channels-last map is not), in lists, tuples, named
     tuples and mappings too; anything else as it is."""
-    if isinstance(value, torch.Tensor):
-        return value.contiguous()
-    if isinstance(value, tuple) and hasattr(value, '_fields'):  # a named tuple
-        return type(value)(*(standard_layout(v) for v in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(standard_layout(v) for v in value)
-    if isinstance(value, Mapping):
-        return {key: standard_layout(v) for key, v in value.items()}
-    return value
+    return map_tensors(torch.Tensor.contiguous, value)
 
 
 def output_reader(module: nn.Module, output: Any) -> Any:

@@ -1,7 +1,7 @@
 """A frozen, pre-trained teacher and the records taken from it."""
 import warnings
 from contextlib import nullcontext
-from typing import ContextManager, Mapping
+from typing import Any, Callable, ContextManager, Mapping
 
 import torch
 from torch import nn
@@ -123,3 +123,19 @@ def indexed_tensors(value, index: str = ''):
         items = value.items() if isinstance(value, Mapping) else enumerate(value)
         for key, item in items:
             yield from indexed_tensors(item, f'{index}, {key}' if index else str(key))
+
+
+def map_tensors(function: Callable[[torch.Tensor], Any], value: Any) -> Any:
+    """``value`` with ``function`` applied to every tensor in nested lists,
+    tuples, named tuples and mappings (each rebuilt with its own type; a
+    mapping as a dict); anything else as it is. The one map over a record's
+    tensors, as :func:`indexed_tensors` is the one walk."""
+    if isinstance(value, torch.Tensor):
+        return function(value)
+    if isinstance(value, tuple) and hasattr(value, '_fields'):  # a named tuple
+        return type(value)(*(map_tensors(function, v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(function, v) for v in value)
+    if isinstance(value, Mapping):
+        return {key: map_tensors(function, v) for key, v in value.items()}
+    return value
